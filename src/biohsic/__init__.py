@@ -1,0 +1,12 @@
+"""biohsic — training neural networks without back-propagation, with the
+information-bottleneck three-factor Hebbian rule of Daruwalla & Lipasti (2024)."""
+from .config import TrainConfig
+from .errors import BiohsicError, CheckpointError, ConfigError, DataError, DivergenceError
+from .functional.modulator import modulatory_signal
+from .memory import WorkingMemory
+from .network import Network
+
+__version__ = "0.1.0"
+
+__all__ = ["BiohsicError", "CheckpointError", "ConfigError", "DataError", "DivergenceError", "Network",
+           "TrainConfig", "WorkingMemory", "modulatory_signal", "__version__"]

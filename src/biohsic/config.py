@@ -1,0 +1,113 @@
+"""Run configuration: one dataclass, validated once, with per-task defaults (SPEC §7)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+MODULATORS = ("exact", "paper", "paper-jan2024", "reservoir")
+READOUT_UPDATES = ("window", "newest")
+MEMORY_MODES = ("stored", "recompute")
+NEURONS = ("rate", "leaky")
+DTYPES = ("float32", "float64")
+
+#: Hyper-parameters of each task where the user gives none (SPEC §7, tuned for rate units
+#: where stated in docs/results.md).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-3, epochs=15),
+    "linear": dict(hidden=(4,), window=10, gamma=10.0, sigmas=(0.5, 0.25, 1.0), lr=1e-3, epochs=25),
+    "xor": dict(hidden=(10, 4), window=10, gamma=10.0, sigmas=(0.3, 0.25, 2.0), lr=1e-3, epochs=25),
+    "mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25),
+    "fashion-mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25),
+    "cifar10": dict(hidden=(512, 256), window=6, gamma=50.0, sigmas=(1.0, 0.1, 0.5), lr=5e-5, epochs=50),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``None`` fields take the task's default."""
+
+    task: str = "digits"
+    rule: str = "biohsic"
+    hidden: tuple[int, ...] | None = None
+    window: int | None = None
+    gamma: float | None = None
+    sigmas: tuple[float, float, float] | None = None
+    lr: float | None = None
+    epochs: int | None = None
+    weight_decay: float = 0.0
+    modulator: str = "exact"
+    readout_update: str = "window"
+    memory: str = "stored"
+    neuron: str = "rate"
+    steps_per_sample: int = 20
+    tau: float = 5.0
+    dt: float = 1.0
+    batch_size: int = 32
+    seed: int = 0
+    seeds: int = 1
+    data_seed: int = 0
+    data_dir: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    reservoir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the task's defaults filled in, validated."""
+        from .data import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        defaults = TASK_DEFAULTS[self.task]
+        filled = {k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) for k in defaults}
+        cfg = dataclasses.replace(self, **filled)
+        cfg.hidden = tuple(int(h) for h in cfg.hidden)
+        cfg.sigmas = tuple(float(s) for s in cfg.sigmas)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from .rules import RULES
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.rule in RULES, f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        need(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
+        need(len(self.sigmas) == 3, f"--sigmas takes three values σx,σy,σz, got {len(self.sigmas)}")
+        need(all(s > 0 for s in self.sigmas), f"--sigmas must all be positive, got {','.join(map(str, self.sigmas))}")
+        need(all(h > 0 for h in self.hidden), f"--hidden sizes must be positive, got {self.hidden}")
+        need(0 < self.lr <= 1, f"--lr must be in (0, 1], got {self.lr}")
+        need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        need(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
+        need(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        need(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
+        need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        need(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
+        need(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
+        for name, value, allowed in (("modulator", self.modulator, MODULATORS),
+                                     ("readout-update", self.readout_update, READOUT_UPDATES),
+                                     ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
+                                     ("dtype", self.dtype, DTYPES)):
+            need(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")
+        need(self.modulator != "reservoir" or self.reservoir,
+             "--modulator reservoir needs --reservoir FILE (train one with `biohsic reservoir train`)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {', '.join(unknown)}; remove them from the config")
+        cfg = cls(**values)
+        for name in ("hidden", "sigmas"):
+            if getattr(cfg, name) is not None:
+                setattr(cfg, name, tuple(getattr(cfg, name)))
+        return cfg

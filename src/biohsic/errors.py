@@ -1,0 +1,21 @@
+"""Errors a user can fix. The CLI prints each as one line on stderr and exits with code 2."""
+
+
+class BiohsicError(Exception):
+    """Base class: the message names the problem and the fix, in one line."""
+
+
+class ConfigError(BiohsicError, ValueError):
+    """A configuration value is out of range or unknown."""
+
+
+class DataError(BiohsicError):
+    """A data file or directory is missing, truncated or of the wrong format."""
+
+
+class DivergenceError(BiohsicError):
+    """Training produced non-finite numbers."""
+
+
+class CheckpointError(BiohsicError):
+    """A saved file (checkpoint, reservoir) is missing, corrupt or does not fit the run."""

@@ -1,0 +1,58 @@
+"""Gaussian kernels on windows of samples, and their O(N·d) sliding update.
+
+Every function broadcasts over leading dimensions: a window is a tensor
+``(..., N, d)`` — ``...`` is typically a model dimension K (independent seeds
+trained side by side) or nothing.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    r"""Pairwise squared Euclidean distances :math:`D_{ij} = \|a_i - b_j\|^2`.
+
+    ``a`` is ``(..., N, d)``, ``b`` is ``(..., M, d)``; the result is ``(..., N, M)``.
+    Computed from the differences themselves (not ``|a|² + |b|² - 2ab``), so that
+    the diagonal of ``D(a, a)`` is exactly zero and no cancellation error enters.
+    """
+    return (a.unsqueeze(-2) - b.unsqueeze(-3)).square().sum(-1)
+
+
+def gaussian_kernel(a: Tensor, b: Tensor | None = None, *, sigma: float) -> Tensor:
+    r"""Gaussian kernel matrix with the bandwidth scaled by the dimension d:
+
+    .. math:: k(a, b) = \exp\!\left(-\frac{\|a - b\|^2}{2\sigma^2 d}\right)
+
+    ``a`` is ``(..., N, d)`` and ``b`` (default ``a``) is ``(..., M, d)``; returns
+    ``(..., N, M)``.
+    """
+    b = a if b is None else b
+    d = a.shape[-1]
+    return torch.exp(squared_distances(a, b) / (-2.0 * sigma * sigma * d))
+
+
+def gaussian_kernel_row(new: Tensor, window: Tensor, *, sigma: float) -> Tensor:
+    r"""Kernel values of one new sample against every sample of a window:
+    :math:`k_j = \exp(-\|v - w_j\|^2 / (2\sigma^2 d))`, ``new`` ``(..., d)``,
+    ``window`` ``(..., N, d)`` → ``(..., N)``. Cost O(N·d).
+    """
+    d = new.shape[-1]
+    return torch.exp((window - new.unsqueeze(-2)).square().sum(-1) / (-2.0 * sigma * sigma * d))
+
+
+def replace_kernel_slot(kernel: Tensor, row: Tensor, slot: int) -> Tensor:
+    r"""The sliding update of a window's kernel matrix, O(N).
+
+    When the sample held in ``slot`` leaves the window and a new sample takes its
+    place, only row and column ``slot`` of the symmetric kernel matrix change:
+    :math:`K_{s,j} = K_{j,s} = k(v, w_j)`. ``kernel`` is ``(..., N, N)`` and ``row``
+    ``(..., N)`` holds the new sample's kernel values against the window *after*
+    the replacement (so ``row[..., slot]`` is k(v, v) = 1). Returns a new tensor;
+    :class:`biohsic.memory.WorkingMemory` applies the same update in place.
+    """
+    out = kernel.clone()
+    out[..., slot, :] = row
+    out[..., :, slot] = row
+    return out

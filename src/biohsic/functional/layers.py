@@ -1,0 +1,79 @@
+r"""Layers as pure functions, and their *local* parameter updates.
+
+A hidden layer is :math:`u = W a + b`, :math:`h = \mathrm{relu}(u)`,
+:math:`z = \mathrm{LayerNorm}(h)` without affine parameters. Its local term is
+:math:`J^\top g`, with :math:`J = \partial z / \partial (W, b)` the Jacobian of this
+layer alone for one sample: post-synaptic factor times pre-synaptic activity.
+
+Shapes: weights ``(..., out, in)``, biases ``(..., out)``, activities ``(..., B, in)``;
+``...`` is the model dimension (independent networks trained side by side).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+LAYER_NORM_EPS = 1e-5
+
+
+class HiddenCache(NamedTuple):
+    """What a hidden layer's local update needs from its forward pass."""
+
+    pre: Tensor       # a: the layer's input (pre-synaptic activity)
+    drive: Tensor     # u = W a + b
+    out: Tensor       # z = LayerNorm(relu(u))
+    inv_std: Tensor   # 1 / sqrt(Var[relu(u)] + eps), one per sample
+
+
+def dense(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    r""":math:`u = W a + b` for a batch of rows: ``a`` ``(..., B, in)`` → ``(..., B, out)``."""
+    return a @ weight.transpose(-1, -2) + bias.unsqueeze(-2)
+
+
+def hidden_forward(a: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> HiddenCache:
+    r"""Forward pass of a hidden layer, :math:`z = (h - \mu_h)/\sqrt{\mathrm{Var}[h] + \epsilon}`
+    with :math:`h = \mathrm{relu}(W a + b)` (biased variance over the layer's units,
+    as ``torch.nn.functional.layer_norm``)."""
+    u = dense(a, weight, bias)
+    h = torch.relu(u)
+    mean = h.mean(-1, keepdim=True)
+    centred = h - mean
+    inv_std = torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
+    return HiddenCache(a, u, centred * inv_std, inv_std)
+
+
+def hidden_local_grad(cache: HiddenCache, signal: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The local term :math:`\sum_n J_n^\top g_n` of a hidden layer.
+
+    Through LayerNorm, :math:`\partial L/\partial h = \frac{1}{\sigma}\big(g - \bar g - z\,\overline{g \odot z}\big)`
+    (means over units); through the rectifier, :math:`\delta = \partial L/\partial h \odot \mathrm{relu}'(u)`;
+    then :math:`\partial L/\partial W = \sum_n \delta_n a_n^\top` (post × pre) and
+    :math:`\partial L/\partial b = \sum_n \delta_n`.
+
+    ``signal`` ``(..., B, out)`` holds :math:`g_n` for the B samples of ``cache``;
+    returns ``(dW (..., out, in), db (..., out))``.
+    """
+    z = cache.out
+    dh = cache.inv_std * (signal - signal.mean(-1, keepdim=True) - z * (signal * z).mean(-1, keepdim=True))
+    delta = dh * (cache.drive > 0)
+    return delta.transpose(-1, -2) @ cache.pre, delta.sum(-2)
+
+
+def cross_entropy_grad(features: Tensor, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The readout's delta rule: the gradient of the mean softmax cross-entropy,
+
+    .. math:: \frac{\partial}{\partial W} = \frac{1}{B}\sum_n (\mathrm{softmax}(o_n) - y_n)\, z_n^\top,
+              \qquad \frac{\partial}{\partial b} = \frac{1}{B}\sum_n (\mathrm{softmax}(o_n) - y_n)
+
+    ``features`` ``(..., B, in)``, ``logits`` and one-hot ``targets`` ``(..., B, classes)``.
+    """
+    error = (torch.softmax(logits, -1) - targets) / logits.shape[-2]
+    return error.transpose(-1, -2) @ features, error.sum(-2)
+
+
+def leaky_step(state: Tensor, drive: Tensor, *, dt: float, tau: float) -> Tensor:
+    r"""One Euler step of a leaky integrator, :math:`u \leftarrow u + \frac{dt}{\tau}(I - u)`
+    with input current :math:`I` = ``drive`` (SPEC §5)."""
+    return state + (dt / tau) * (drive - state)

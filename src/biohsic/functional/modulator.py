@@ -1,0 +1,124 @@
+r"""The global modulatory signal of the three-factor rule (SPEC §3, §3.1).
+
+Notation: a window of N samples, kernel matrices :math:`K_X, K_Y, K_Z` (``(..., N, N)``),
+the layer's outputs ``z`` (``(..., N, d_z)``), :math:`c = (N-1)^{-2}`,
+:math:`s^2 = \sigma_z^2 d_z`, :math:`A = K_X - \gamma K_Y` and :math:`M = HAH`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .hsic import center
+from .kernels import gaussian_kernel
+
+KINDS = ("exact", "paper", "paper-jan2024")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown modulator kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def exact_signal_all(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, *,
+                     gamma: float, sigma_z: float) -> Tensor:
+    r"""The modulatory signal of every sample of the window, :math:`g_n = \partial L/\partial z_n`:
+
+    .. math:: g_n = -\frac{2c}{s^2} \sum_j M_{nj} K_{Z,nj} (z_n - z_j)
+
+    Returns ``(..., N, d_z)``. This is the readable reference; the trainer calls
+    :func:`exact_signal` for one sample.
+    """
+    n, dz = z.shape[-2], z.shape[-1]
+    weights = center(kernel_x - gamma * kernel_y) * kernel_z
+    scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
+    return scale * (weights.sum(-1, keepdim=True) * z - weights @ z)
+
+
+def exact_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+                 gamma: float, sigma_z: float) -> Tensor:
+    r"""The modulatory signal :math:`g_n` of one sample ``index`` of the window (SPEC §3).
+
+    Only row n of :math:`M` is needed: with the row means :math:`r = A\mathbf{1}/N` and
+    the grand mean :math:`m`, :math:`M_{nj} = A_{nj} - r_n - r_j + m`. Then with
+    :math:`w_j = M_{nj} K_{Z,nj}`,
+
+    .. math:: g_n = -\frac{2c}{s^2}\Big(\big(\textstyle\sum_j w_j\big) z_n - \sum_j w_j z_j\Big)
+
+    Cost O(N² + N·d_z) (O(N·d_z) for N ≤ d_z). Returns ``(..., d_z)``.
+    """
+    n, dz = z.shape[-2], z.shape[-1]
+    a = kernel_x - gamma * kernel_y
+    row_means = a.mean(-1)
+    m_row = a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
+    w = m_row * kernel_z[..., index, :]
+    scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
+    weighted_sum = (w.unsqueeze(-2) @ z).squeeze(-2)
+    return scale * (w.sum(-1, keepdim=True) * z[..., index, :] - weighted_sum)
+
+
+def paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+                 gamma: float, sigma_z: float, variant: str = "paper") -> Tensor:
+    r"""The modulatory signal of the authors' published code (SPEC §3.1), for reproduction.
+
+    With :math:`\alpha_i = 2 K_{Z,ni}(z_n - z_i)/s^2` and :math:`HA` = A with its
+    column means removed, :math:`(HA)_{ij} = A_{ij} - \frac{1}{N}\sum_k A_{kj}`:
+
+    - ``variant="paper"`` (code after Oct 2024):
+      :math:`\xi = \frac{c}{N}\big[\sum_{i\ne n} (HA)_{ii}\alpha_i + (HA)_{nn}\sum_{i\ne n}\alpha_i\big]`
+    - ``variant="paper-jan2024"`` (the runs behind the paper's figures):
+      :math:`\xi = \frac{c}{N}(HA)_{nn}\sum_{i\ne n}\alpha_i`
+
+    It is *not* the gradient of the layer objective; :func:`exact_signal` is.
+    Returns ``(..., d_z)``.
+    """
+    n, dz = z.shape[-2], z.shape[-1]
+    a = kernel_x - gamma * kernel_y
+    ha_diag = torch.diagonal(a, dim1=-2, dim2=-1) - a.mean(-2)
+    alpha = (2.0 / (sigma_z**2 * dz)) * kernel_z[..., index, :, None] * (z[..., index, None, :] - z)
+    c = 1.0 / (n - 1) ** 2
+    ha_nn = ha_diag[..., index, None]
+    if variant == "paper-jan2024":
+        return (c / n) * ha_nn * alpha.sum(-2)
+    if variant != "paper":
+        raise ValueError(f"unknown paper variant {variant!r}; choose 'paper' or 'paper-jan2024'")
+    return (c / n) * ((ha_diag.unsqueeze(-1) * alpha).sum(-2) + ha_nn * alpha.sum(-2))
+
+
+def signal_at(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+              gamma: float, sigma_z: float, kind: str = "exact") -> Tensor:
+    """The modulatory signal of sample ``index`` of a window whose kernels are known, of
+    the given ``kind`` (``"exact"``, ``"paper"`` or ``"paper-jan2024"``)."""
+    _check_kind(kind)
+    if kind == "exact":
+        return exact_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z)
+    return paper_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z, variant=kind)
+
+
+def modulatory_signal(x: Tensor, y: Tensor, z: Tensor, *, gamma: float,
+                      sigmas: Sequence[float], kind: str = "exact") -> Tensor:
+    r"""The global modulatory signal :math:`g_N` of the newest sample of a window.
+
+    ``x`` ``(N, d_x)``, ``y`` ``(N, d_y)`` (one-hot) and ``z`` ``(N, d_z)`` are the
+    window's inputs, labels and the layer's outputs, newest last (leading batch
+    dimensions are allowed); ``sigmas = (σx, σy, σz)``. ``kind="exact"`` gives
+
+    .. math:: g_N = \frac{\partial}{\partial z_N}\big[\mathrm{HSIC}(X,Z) - \gamma\,\mathrm{HSIC}(Y,Z)\big]
+              = -\frac{2c}{s^2}\sum_j M_{Nj} K_{Z,Nj}(z_N - z_j);
+
+    ``kind="paper"`` / ``"paper-jan2024"`` the authors' signal (SPEC §3.1).
+    Returns ``(..., d_z)``.
+    """
+    _check_kind(kind)
+    if not (x.shape[-2] == y.shape[-2] == z.shape[-2]):
+        raise ValueError(f"x, y and z must hold the same number of samples, got {x.shape[-2]}, "
+                         f"{y.shape[-2]} and {z.shape[-2]}")
+    if z.shape[-2] < 2:
+        raise ValueError(f"a window needs at least 2 samples, got {z.shape[-2]}")
+    sigma_x, sigma_y, sigma_z = sigmas
+    if min(sigma_x, sigma_y, sigma_z) <= 0:
+        raise ValueError(f"sigmas must be positive, got {tuple(sigmas)}")
+    kernels = [gaussian_kernel(v, sigma=s) for v, s in ((x, sigma_x), (y, sigma_y), (z, sigma_z))]
+    return signal_at(*kernels, z, -1, gamma=gamma, sigma_z=sigma_z, kind=kind)

@@ -1,0 +1,101 @@
+"""Thin ``nn.Module`` wrappers over :mod:`biohsic.functional.layers`.
+
+Every parameter carries a leading *model* dimension K: ``weight`` is ``(K, out, in)``,
+so K independent networks (one per seed) train as one batched computation. Model k is
+initialised from its own seed, so a network is the same whether it is trained alone or
+beside others.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .functional.layers import HiddenCache, dense, hidden_forward
+
+
+def _init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """PyTorch's default ``nn.Linear`` initialisation, U(-1/√in, 1/√in), one generator per model."""
+    bound = 1.0 / math.sqrt(n_in)
+    weights, biases = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + salt)
+        weights.append((torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        biases.append((torch.rand(n_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+    return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
+
+
+class HiddenLayer(nn.Module):
+    r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`."""
+
+    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        weight, bias = _init_dense(seeds, n_in, n_out, salt, dtype)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+
+    def forward_cache(self, a: Tensor) -> HiddenCache:
+        """The forward pass with what the local update needs (``a`` is ``(K, B, in)``)."""
+        return hidden_forward(a, self.weight, self.bias)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.forward_cache(a).out
+
+
+class Readout(nn.Module):
+    r"""The linear readout :math:`o = W z + b` (logits)."""
+
+    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        weight, bias = _init_dense(seeds, n_in, n_out, salt, dtype)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return dense(z, self.weight, self.bias)
+
+
+class Network(nn.Module):
+    """A feed-forward network of hidden layers and a readout, K models side by side.
+
+    ``sizes = (d_in, h_1, ..., h_{L-1}, classes)``; ``seeds`` has one entry per model.
+    Inputs are ``(K, B, d_in)`` (or ``(B, d_in)``, shared by all models); outputs ``(K, B, classes)``.
+    """
+
+    def __init__(self, sizes: Sequence[int], seeds: Sequence[int] = (0,), dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"a network needs at least an input and an output size, got {list(sizes)}")
+        self.sizes = tuple(int(s) for s in sizes)
+        self.seeds = tuple(int(s) for s in seeds)
+        self.hidden = nn.ModuleList(
+            HiddenLayer(n_in, n_out, self.seeds, salt=i, dtype=dtype)
+            for i, (n_in, n_out) in enumerate(zip(self.sizes[:-2], self.sizes[1:-1])))
+        self.readout = Readout(self.sizes[-2], self.sizes[-1], self.seeds, salt=len(self.hidden), dtype=dtype)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.seeds)
+
+    def _expand(self, x: Tensor) -> Tensor:
+        return x.expand(self.n_models, *x.shape) if x.dim() == 2 else x
+
+    def hidden_caches(self, x: Tensor) -> list[HiddenCache]:
+        """Forward through the hidden layers, keeping each layer's cache."""
+        caches, a = [], self._expand(x)
+        for layer in self.hidden:
+            caches.append(layer.forward_cache(a))
+            a = caches[-1].out
+        return caches
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Each hidden layer's output z_1 … z_{L-1} for a batch."""
+        return [cache.out for cache in self.hidden_caches(x)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self._expand(x)
+        for layer in self.hidden:
+            a = layer(a)
+        return self.readout(a)

@@ -1,0 +1,461 @@
+r"""The working-memory circuit (SPEC §4): a rate reservoir that sees one sample at a time
+and learns to output the modulatory signal :math:`g_N` of a layer.
+
+:class:`Reservoir` is a thin ``nn.Module`` over :mod:`biohsic.functional.reservoir`; its
+fixed random matrices are buffers, its state is explicit (:meth:`Reservoir.reset`) and
+carries a leading model dimension K: in the closed loop each of K networks drives its own
+copy of one reservoir, all copies sharing the readout. How a sample is presented:
+
+- input current :math:`I = W_{in}[P x, y, z]` of the current sample only (x the network's
+  input, y its one-hot label, z the layer's output); :math:`P` is an optional fixed random
+  projection of high-dimensional inputs (``input_projection`` = its output size, entries
+  :math:`\mathcal N(0, 1/\text{size})`, so distances are preserved on average); without
+  it :math:`P = I`;
+- ``steps_per_sample`` (T) Euler steps of :func:`~biohsic.functional.reservoir.reservoir_rates_step`;
+- the reservoir's answer for the sample is its readout :math:`o = W_o r` at the last step.
+
+Readout learning (:class:`DeltaRule`, :class:`Force`) happens by default once per sample,
+at its last step, on the output that is handed on (``every_step=True`` gives the paper's
+update at each of the T steps). The error is taken against the target of the current
+window throughout, but the state needs several of the T steps to move to the new sample,
+so the last step is the one worth fitting. A reservoir without a learner is frozen: its
+readout never changes.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CheckpointError, ConfigError
+from .functional.reservoir import (NONLINEARITIES, delta_rule_increment, reservoir_output, reservoir_rates_step,
+                                   ridge_readout, rls_step)
+
+FILE_FORMAT = "biohsic-reservoir"
+FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ReservoirConfig:
+    """Everything that defines a reservoir and what its readout was trained to output.
+
+    ``d_x``, ``d_y``, ``d_z``: the network input, the number of classes and the layer
+    width (the output size, unless ``n_outputs`` says otherwise). ``window``, ``gamma``
+    and ``sigmas`` describe the target g_N the readout learns (they do not enter the
+    dynamics). Dynamics defaults are SPEC §4: p = 0.1, λ = 1.2, τ = 5, dt = 1, T = 20,
+    W_in and W_fb ~ U(-1, 1) times ``input_scale`` and ``feedback_scale``; noise is
+    uniform in ±``rate_noise`` / ±``output_noise`` as in the authors' code.
+    """
+
+    d_x: int
+    d_y: int
+    d_z: int
+    units: int = 2000
+    window: int = 8
+    gamma: float = 2.0
+    sigmas: tuple[float, float, float] = (0.5, 0.1, 1.0)
+    connectivity: float = 0.1
+    gain: float = 1.2
+    tau: float = 5.0
+    dt: float = 1.0
+    steps_per_sample: int = 20
+    input_scale: float = 1.0
+    feedback_scale: float = 1.0
+    rate_noise: float = 0.0
+    output_noise: float = 0.0
+    input_projection: int | None = None
+    nonlinearity: str = "tanh"
+    n_outputs: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+        self.validate()
+
+    @property
+    def outputs(self) -> int:
+        """The readout's size: ``n_outputs``, or the layer width ``d_z``."""
+        return self.d_z if self.n_outputs is None else self.n_outputs
+
+    @property
+    def input_size(self) -> int:
+        """Size of the reservoir's input [P x, y, z]."""
+        return (self.input_projection or self.d_x) + self.d_y + self.d_z
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.units >= 1, f"--units must be positive (the reservoir's size), got {self.units}")
+        for flag, value in (("input-dim", self.d_x), ("classes", self.d_y), ("layer-dim", self.d_z)):
+            need(value >= 1, f"--{flag} must be positive, got {value}")
+        need(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
+        need(len(self.sigmas) == 3 and min(self.sigmas) > 0,
+             f"--sigmas takes three positive values σx σy σz, got {' '.join(map(str, self.sigmas))}")
+        need(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        need(0 < self.connectivity <= 1, f"--connectivity must be in (0, 1], got {self.connectivity}")
+        need(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
+        need(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
+        need(self.rate_noise >= 0 and self.output_noise >= 0,
+             f"--rate-noise and --output-noise must be non-negative, got {self.rate_noise} and {self.output_noise}")
+        need(self.input_projection is None or self.input_projection >= 1,
+             f"--input-projection must be positive, got {self.input_projection}")
+        need(self.nonlinearity in NONLINEARITIES,
+             f"unknown --nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
+        need(self.n_outputs is None or self.n_outputs >= 1, f"the readout needs at least one output, got {self.n_outputs}")
+
+    def replace(self, **changes: Any) -> "ReservoirConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ReservoirConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown reservoir config keys {', '.join(unknown)}")
+        return cls(**values)
+
+
+class ReadoutLearner(abc.ABC):
+    """A rule that changes a reservoir's readout ``W_o`` from its rates, output and target.
+
+    ``every_step``: learn at each of the T steps of a sample (the paper's rule) instead of
+    once, at the last step (the default).
+    """
+
+    name: str
+
+    def __init__(self, every_step: bool = False):
+        self.every_step = every_step
+
+    @abc.abstractmethod
+    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
+        """Change ``w_out`` ``(n_out, M)`` in place; ``rates`` ``(K, M)``, ``output`` and
+        ``target`` ``(K, n_out)``."""
+
+    def finish(self, w_out: Tensor) -> None:
+        """Called once when training ends (a batch learner writes its readout here)."""
+
+
+class DeltaRule(ReadoutLearner):
+    r"""The paper's online delta rule :math:`W_o \leftarrow W_o - \eta\,(o - \mathrm{target})\,r^\top`
+    (averaged over the K copies), η = 5e-4 by default."""
+
+    name = "delta"
+
+    def __init__(self, lr: float = 5e-4, every_step: bool = False):
+        super().__init__(every_step)
+        if lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {lr}")
+        self.lr = lr
+
+    @torch.no_grad()
+    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
+        w_out.sub_(delta_rule_increment(rates, output - target, lr=self.lr).to(w_out.dtype))
+
+
+class Force(ReadoutLearner):
+    r"""FORCE learning: recursive least squares with :math:`P_0 = I/\alpha`
+    (:func:`~biohsic.functional.reservoir.rls_step`).
+
+    ``P`` (M×M) is kept in ``dtype`` (float64 by default: over thousands of updates a
+    float32 P loses its symmetry and positive definiteness) and is allocated at the first
+    update, on the rates' device. Its cost is O(M²·K) per update.
+    """
+
+    name = "force"
+
+    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
+        super().__init__(every_step)
+        if alpha <= 0:
+            raise ConfigError(f"--alpha must be positive, got {alpha}")
+        self.alpha = alpha
+        self.dtype = dtype
+        self.p: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
+        if self.p is None:
+            self.p = torch.eye(rates.shape[-1], dtype=self.dtype, device=rates.device) / self.alpha
+        step = rls_step(self.p, rates)
+        self.p.addmm_(step.gain, step.p_rates.transpose(0, 1), alpha=-1.0)
+        error = (output - target).to(self.dtype)
+        w_out.sub_((error.transpose(0, 1) @ step.gain.transpose(0, 1)).to(w_out.dtype))
+
+
+class Ridge(ReadoutLearner):
+    r"""Batch least squares: accumulates :math:`C = \sum r r^\top` and
+    :math:`B = \sum \mathrm{target}\, r^\top` (in ``dtype``) and writes
+    :math:`W_o = B (C + \alpha I)^{-1}` in :meth:`finish`
+    (:func:`~biohsic.functional.reservoir.ridge_readout`). When the readout does not feed
+    back into the reservoir (``feedback_scale = 0``) this is exactly the readout
+    :class:`Force` reaches with the same α, at a fraction of the cost (one O(M²·K)
+    accumulation per update instead of two, one O(M³) solve at the end); the readout is
+    zero until then.
+    """
+
+    name = "ridge"
+
+    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
+        super().__init__(every_step)
+        if alpha <= 0:
+            raise ConfigError(f"--alpha must be positive, got {alpha}")
+        self.alpha = alpha
+        self.dtype = dtype
+        self.cov: Tensor | None = None
+        self.cross: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
+        r, f = rates.to(self.dtype), target.to(self.dtype)
+        if self.cov is None:
+            self.cov = torch.zeros(r.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
+            self.cross = torch.zeros(f.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
+        self.cov.addmm_(r.transpose(0, 1), r)
+        self.cross.addmm_(f.transpose(0, 1), r)
+
+    @torch.no_grad()
+    def finish(self, w_out: Tensor) -> None:
+        if self.cov is not None:
+            w_out.copy_(ridge_readout(self.cov, self.cross, alpha=self.alpha))
+
+
+LEARNERS: dict[str, Callable[..., ReadoutLearner]] = {"delta": DeltaRule, "force": Force, "ridge": Ridge}
+
+
+def _uniform(gen: torch.Generator, *shape: int) -> Tensor:
+    return torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1
+
+
+def _sparse_csr(dense: Tensor) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return dense.to_sparse_csr()
+
+
+class Reservoir(nn.Module):
+    r"""The auxiliary rate reservoir of SPEC §4 (see the module docstring for how a sample
+    is presented and when the readout learns).
+
+    Buffers: ``w_in`` ``(M, input_size)``, ``w_rec`` ``(M, M)`` sparse CSR (Gaussian entries
+    of variance 1/(pM) at connection probability p, so λW_r has spectral radius ≈ λ),
+    ``w_fb`` ``(M, n_out)``, ``w_out`` ``(n_out, M)`` (zero at the start) and ``proj``
+    (the input projection, or empty). All are drawn in float64 from one
+    ``torch.Generator`` seeded by ``config.seed``, so a reservoir is reproducible and the
+    same in any precision. State: ``u``, ``r`` ``(K, M)`` and ``o`` ``(K, n_out)``, created
+    at the first sample after :meth:`reset`.
+
+    Use::
+
+        reservoir.reset()
+        for x, y, z in stream:                      # each (K, d)
+            signal = reservoir.step_sample(x, y, z)  # (K, d_z), after T internal steps
+            reservoir.learn(target)                  # optional: online readout learning
+    """
+
+    def __init__(self, config: ReservoirConfig, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        self.config = config
+        m, n_out = config.units, config.outputs
+        gen = torch.Generator().manual_seed(int(config.seed))
+        w_in = _uniform(gen, m, config.input_size) * config.input_scale
+        mask = torch.rand(m, m, generator=gen, dtype=torch.float64) < config.connectivity
+        w_rec = torch.randn(m, m, generator=gen, dtype=torch.float64) * mask / (config.connectivity * m) ** 0.5
+        w_fb = _uniform(gen, m, n_out) * config.feedback_scale
+        proj = (torch.randn(config.input_projection, config.d_x, generator=gen, dtype=torch.float64)
+                / config.input_projection ** 0.5 if config.input_projection else torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("w_in", w_in.to(dtype))
+        self.register_buffer("w_rec", _sparse_csr(w_rec.to(dtype)))
+        self.register_buffer("w_fb", w_fb.to(dtype))
+        self.register_buffer("w_out", torch.zeros(n_out, m, dtype=dtype))
+        self.register_buffer("proj", proj.to(dtype))
+        self.learner: ReadoutLearner | None = None
+        self.info: dict[str, Any] = {}
+        self.u: Tensor | None = None
+        self.r: Tensor | None = None
+        self.o: Tensor | None = None
+        self._noise: torch.Generator | None = None
+        if device is not None:
+            self.to(device)
+
+    # ----------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Forget the state (it restarts at u = 0 with the next sample) and restart the
+        noise generator, so the same inputs give the same outputs again."""
+        self.u = self.r = self.o = None
+        self._noise = None
+
+    @property
+    def frozen(self) -> bool:
+        """True when no learner is attached: the readout cannot change."""
+        return self.learner is None
+
+    def _start(self, n_models: int) -> None:
+        ref = self.w_in
+        self.u = torch.zeros(n_models, self.config.units, dtype=ref.dtype, device=ref.device)
+        self.r = self.u.clone()
+        self.o = torch.zeros(n_models, self.config.outputs, dtype=ref.dtype, device=ref.device)
+        if self.config.rate_noise or self.config.output_noise:
+            self._noise = torch.Generator(device=ref.device).manual_seed(int(self.config.seed) + 7919)
+
+    def _uniform_noise(self, like: Tensor, scale: float) -> Tensor | None:
+        if not scale:
+            return None
+        return (torch.rand(like.shape, generator=self._noise, dtype=like.dtype, device=like.device) * 2 - 1) * scale
+
+    # -------------------------------------------------------------- dynamics
+    def input_current(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
+        r"""The input current :math:`I = W_{in}[P x, y, z]` of one sample per model
+        (``x`` ``(K, d_x)``, ``y`` ``(K, d_y)``, ``z`` ``(K, d_z)``) → ``(K, M)``."""
+        cfg = self.config
+        if x.shape[-1] != cfg.d_x or y.shape[-1] != cfg.d_y or z.shape[-1] != cfg.d_z:
+            raise ValueError(f"the reservoir takes x, y, z of sizes {cfg.d_x}, {cfg.d_y}, {cfg.d_z}, "
+                             f"got {x.shape[-1]}, {y.shape[-1]}, {z.shape[-1]}")
+        if cfg.input_projection:
+            x = x @ self.proj.transpose(0, 1)
+        inputs = torch.cat([x, y, z], -1).to(self.w_in.dtype)
+        return inputs @ self.w_in.transpose(0, 1)
+
+    @torch.no_grad()
+    def step_current(self, current: Tensor, target: Tensor | None = None) -> Tensor:
+        """Present one input current ``(K, M)`` for T steps; return the readout at the last
+        step ``(K, n_out)``. With a ``target`` ``(K, n_out)`` the attached learner updates
+        the readout (each step, or once after the last step)."""
+        cfg = self.config
+        if target is not None and self.learner is None:
+            raise ValueError("a target was given to a frozen reservoir; attach a learner (reservoir.learner = Force())")
+        if self.u is None:
+            self._start(current.shape[0])
+        elif self.u.shape[0] != current.shape[0]:
+            raise ValueError(f"the reservoir holds {self.u.shape[0]} models, got {current.shape[0]}; call reset() first")
+        if target is not None:
+            target = target.to(self.w_out.dtype)
+        learn_each = target is not None and self.learner.every_step
+        need_output = learn_each or cfg.feedback_scale != 0
+        w_fb = self.w_fb if cfg.feedback_scale != 0 else None
+        u, r, o = self.u, self.r, self.o
+        for step in range(cfg.steps_per_sample):
+            u, r = reservoir_rates_step(u, r, o, current, self.w_rec, w_fb=w_fb, gain=cfg.gain, dt=cfg.dt,
+                                        tau=cfg.tau, nonlinearity=cfg.nonlinearity,
+                                        rate_noise=self._uniform_noise(u, cfg.rate_noise))
+            if need_output or step == cfg.steps_per_sample - 1:
+                o = reservoir_output(r, self.w_out, self._uniform_noise(o, cfg.output_noise))
+            if learn_each:
+                self.learner.update(self.w_out, r, o, target)
+        self.u, self.r, self.o = u, r, o
+        if target is not None and not learn_each:
+            self.learner.update(self.w_out, r, o, target)
+        return o
+
+    def step_sample(self, x: Tensor, y: Tensor, z: Tensor, target: Tensor | None = None) -> Tensor:
+        """Present one sample per model (``x`` ``(K, d_x)``, ``y`` ``(K, d_y)``, ``z``
+        ``(K, d_z)``) for T steps and return the reservoir's signal ``(K, n_out)``: the
+        readout at the last step. ``target``: learn from it (see :meth:`step_current`)."""
+        return self.step_current(self.input_current(x, y, z), target)
+
+    @torch.no_grad()
+    def learn(self, target: Tensor) -> None:
+        """One readout update from the last step's rates and output towards ``target``
+        ``(K, n_out)`` (the paper's online mode in the closed loop: call it after
+        :meth:`step_sample`)."""
+        if self.learner is None or self.r is None:
+            raise ValueError("learn() needs an attached learner and a presented sample")
+        self.learner.update(self.w_out, self.r, self.o, target.to(self.o.dtype))
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> None:
+        """Write the reservoir (config, matrices, readout) as a weights-only file, atomically.
+        ``info``: plain values describing how it was trained (kept in the file)."""
+        tensors = {name: buf.detach().cpu() for name, buf in self.named_buffers()}
+        payload = {"format": FILE_FORMAT, "version": FILE_VERSION, "config": self.config.to_dict(),
+                   "dtype": str(self.w_in.dtype).removeprefix("torch."), "tensors": tensors, "info": dict(info or {})}
+        atomic_write(path, lambda handle: torch.save(payload, handle))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, expect_window: int | None = None,
+             expect_dims: Sequence[int] | None = None, device: torch.device | str | None = None) -> "Reservoir":
+        """Read a file written by :meth:`save` (``torch.load(weights_only=True)``); the
+        reservoir comes back frozen. ``expect_window`` and ``expect_dims`` = (d_x, d_y, d_z)
+        are what the caller needs: a file trained for another window or layer raises
+        :class:`~biohsic.errors.CheckpointError`, as does a missing or corrupt file."""
+        payload = read_reservoir_file(path)
+        info = payload.get("info", {})
+        try:
+            config = ReservoirConfig.from_dict(payload["config"])
+            reservoir = cls(config, dtype=getattr(torch, payload["dtype"]))
+            for name, buf in reservoir.named_buffers():
+                stored = payload["tensors"][name]
+                if stored.shape != buf.shape or stored.layout != buf.layout:
+                    raise ValueError(f"{name} has shape {tuple(stored.shape)}, expected {tuple(buf.shape)}")
+                setattr(reservoir, name, stored.to(buf.dtype))
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path} is not a valid reservoir file ({exc}); "
+                                  f"train a new one with `biohsic reservoir train`") from None
+        reservoir.info = info
+        reservoir.check_fits(path, expect_window=expect_window, expect_dims=expect_dims)
+        return reservoir.to(device) if device is not None else reservoir
+
+    def check_fits(self, path: str | os.PathLike, *, expect_window: int | None = None,
+                   expect_dims: Sequence[int] | None = None) -> None:
+        """Raise :class:`~biohsic.errors.CheckpointError` if this reservoir was trained for
+        another window N or other layer sizes (d_x, d_y, d_z) than the caller needs."""
+        cfg = self.config
+        if expect_window is not None and int(expect_window) != cfg.window:
+            raise CheckpointError(f"{path} was trained for window N={cfg.window}, this run needs N={expect_window}; "
+                                  f"train one with `biohsic reservoir train --window {expect_window} ...`")
+        if expect_dims is not None:
+            wanted = tuple(int(d) for d in expect_dims)
+            if wanted != (cfg.d_x, cfg.d_y, cfg.d_z):
+                raise CheckpointError(
+                    f"{path} was trained for input/classes/layer sizes {cfg.d_x}/{cfg.d_y}/{cfg.d_z}, this run needs "
+                    f"{'/'.join(map(str, wanted))}; train one with `biohsic reservoir train --input-dim {wanted[0]} "
+                    f"--classes {wanted[1]} --layer-dim {wanted[2]} ...`")
+
+
+def read_reservoir_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw payload of a reservoir file, or :class:`~biohsic.errors.CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"reservoir file {path} not found; train one with `biohsic reservoir train --out {path}`")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a damaged file
+        raise CheckpointError(f"{path} is not a readable reservoir file ({type(exc).__name__}); "
+                              f"train a new one with `biohsic reservoir train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise CheckpointError(f"{path} is not a reservoir file (no '{FILE_FORMAT}' header); "
+                              f"train one with `biohsic reservoir train`")
+    if payload.get("version") != FILE_VERSION:
+        raise CheckpointError(f"{path} has reservoir file version {payload.get('version')}, this library reads "
+                              f"version {FILE_VERSION}; train a new one with `biohsic reservoir train`")
+    return payload
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write a file through ``write(handle)`` into a temporary file of the same folder, then
+    move it into place with ``os.replace``: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,79 @@
+"""The interface every learning rule implements, and the registry that names them.
+
+A rule turns a batch of samples into gradients written into ``.grad`` of the parameters
+it trains; the trainer then calls any ``torch.optim`` optimiser. Streaming rules see one
+sample per model per step (``batch_size`` = 1); minibatch rules see ``batch_size``.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from ..network import Network
+
+
+class Rule(abc.ABC):
+    """A learning rule bound to one network (K models) and one configuration."""
+
+    #: registry name, e.g. ``"biohsic"``
+    name: ClassVar[str]
+    #: True when the rule sees one sample at a time (batch size 1)
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, network: Network, config: TrainConfig):
+        self.network = network
+        self.config = config
+
+    @property
+    def batch_size(self) -> int:
+        return 1 if self.streaming else self.config.batch_size
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates (all, unless the rule freezes some)."""
+        return list(self.network.parameters())
+
+    @abc.abstractmethod
+    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        """Write this step's update into ``.grad`` of :meth:`trainable_parameters`.
+
+        ``x`` is ``(K, B, d_in)``, ``y`` the one-hot labels ``(K, B, classes)``. Returns the
+        logits the network gave these samples *before* the update, ``(K, B, classes)``
+        (for the online loss and accuracy).
+        """
+
+    def reset(self) -> None:
+        """Forget all state carried between steps (working memory, previous sample)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried between steps, for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def set_grad(param: nn.Parameter, value: Tensor) -> None:
+    """Write ``value`` into ``param.grad`` (allocating it once, then copying in place)."""
+    if param.grad is None:
+        param.grad = value.detach().clone()
+    else:
+        param.grad.copy_(value)
+
+
+RULES: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: add a rule to :data:`RULES` under ``cls.name``."""
+    RULES[cls.name] = cls
+    return cls
+
+
+def build_rule(network: Network, config: TrainConfig) -> Rule:
+    return RULES[config.rule](network, config)
+
+
+__all__ = ["RULES", "Rule", "build_rule", "register", "set_grad"]

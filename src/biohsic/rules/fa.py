@@ -1,0 +1,131 @@
+r"""Feedback alignment (Lillicrap et al. 2016) and direct feedback alignment (Nøkland 2016),
+on minibatches of ``config.batch_size`` samples (SPEC §6).
+
+Both send the output error :math:`e_n = (\mathrm{softmax}(o_n) - y_n)/B` of the mean
+cross-entropy back through *fixed random* matrices instead of the transposed forward
+weights; each hidden layer turns the signal :math:`g_n` it receives for its output
+:math:`z_n` into its local term :math:`\sum_n J_n^\top g_n` (LayerNorm and rectifier
+derivatives applied inside the layer, :func:`biohsic.functional.layers.hidden_local_grad`).
+The readout learns by its own delta rule.
+
+- ``fa``: layer by layer. The top hidden layer receives :math:`g = e B_L`, and layer ℓ
+  receives :math:`g_\ell = \delta_{\ell+1} B_{\ell+1}`, where :math:`\delta_{\ell+1} = \partial L/\partial u_{\ell+1}`
+  is layer ℓ+1's post-synaptic factor (its own signal through its own LayerNorm and
+  rectifier). :math:`B_{\ell+1}` has the shape of the forward weight :math:`W_{\ell+1}` it
+  replaces (back-propagation would use :math:`W_{\ell+1}` here).
+- ``dfa``: every hidden layer receives the output error directly, :math:`g_\ell = e B_\ell`,
+  with :math:`B_\ell` of shape (classes, :math:`d_\ell`).
+
+Each matrix is drawn like the forward weight of the same shape, U(-1/√n, 1/√n) with n the
+layer's width, from a generator seeded by the model's seed (so K models side by side get
+the matrices each would get alone). The forward weights never enter the hidden updates.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from ..functional.layers import HiddenCache, hidden_local_grad
+from ..network import Network, _init_dense
+from .base import Rule, register, set_grad
+from .readout import output_error, readout_step
+
+
+class FeedbackMatrices(nn.Module):
+    """Fixed random feedback matrices, buffers ``b0``, ``b1``, … (one per hidden layer).
+
+    Matrix l is ``(K, n_from, n_to)``: it maps an error ``(K, B, n_from)`` to hidden layer
+    l's signal ``(K, B, n_to)``. Drawn U(-1/√n_to, 1/√n_to), one generator per model seed
+    (seeded from the seed and ``salt + l``).
+    """
+
+    def __init__(self, shapes: Sequence[tuple[int, int]], seeds: Sequence[int], salt: int,
+                 dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        for l, (n_from, n_to) in enumerate(shapes):
+            matrix, _ = _init_dense(seeds, n_to, n_from, salt, torch.float64)
+            self.register_buffer(f"b{l}", matrix.to(dtype=dtype, device=device))
+
+    def __getitem__(self, layer: int) -> Tensor:
+        return self.get_buffer(f"b{layer}")
+
+    def project(self, layer: int, error: Tensor) -> Tensor:
+        """Hidden layer ``layer``'s signal :math:`g = e B_l` for an error ``(K, B, n_from)``."""
+        return error @ self[layer]
+
+
+def drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
+    r"""The post-synaptic factor :math:`\delta_n = \partial L/\partial u_n` of a hidden layer for
+    every sample of ``cache``, from its signal :math:`g_n = \partial L/\partial z_n` ``(..., B, out)``.
+
+    It is the bias gradient of :func:`hidden_local_grad` with each sample in a batch of its
+    own; the pre-synaptic activity is left out (zero columns), so no weight gradient is formed.
+    """
+    single = HiddenCache(cache.pre[..., :0].unsqueeze(-2), cache.drive.unsqueeze(-2),
+                         cache.out.unsqueeze(-2), cache.inv_std.unsqueeze(-2))
+    return hidden_local_grad(single, signal.unsqueeze(-2))[1]
+
+
+@register
+class FeedbackAlignment(Rule):
+    """Feedback alignment: the error travels down layer by layer through fixed random matrices."""
+
+    name = "fa"
+    salt = 1000
+
+    def __init__(self, network: Network, config: TrainConfig):
+        super().__init__(network, config)
+        weight = network.readout.weight
+        self.feedback = FeedbackMatrices(self.feedback_shapes(network.sizes), network.seeds, self.salt,
+                                         weight.dtype, weight.device)
+
+    @staticmethod
+    def feedback_shapes(sizes: Sequence[int]) -> list[tuple[int, int]]:
+        """Hidden layer l's matrix has the shape of the forward weight above it, (sizes[l+2], sizes[l+1])."""
+        return [(n_above, n_layer) for n_layer, n_above in zip(sizes[1:-1], sizes[2:])]
+
+    def hidden_signals(self, caches: list[HiddenCache], error: Tensor) -> list[Tensor]:
+        """Each hidden layer's signal ``(K, B, d_l)`` from the output error ``(K, B, classes)``."""
+        signals: list[Tensor] = []
+        upstream = error
+        for l in reversed(range(len(caches))):
+            signals.insert(0, self.feedback.project(l, upstream))
+            if l > 0:
+                upstream = drive_grad(caches[l], signals[0])
+        return signals
+
+    @torch.no_grad()
+    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        caches, logits = readout_step(self.network, x, y)
+        signals = self.hidden_signals(caches, output_error(logits, y))
+        for layer, cache, signal in zip(self.network.hidden, caches, signals):
+            grad_w, grad_b = hidden_local_grad(cache, signal)
+            set_grad(layer.weight, grad_w)
+            set_grad(layer.bias, grad_b)
+        return logits
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"feedback": self.feedback.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.feedback.load_state_dict(state["feedback"])
+
+
+@register
+class DirectFeedbackAlignment(FeedbackAlignment):
+    """Direct feedback alignment: the output error reaches every hidden layer through its own
+    fixed random matrix."""
+
+    name = "dfa"
+    salt = 2000
+
+    @staticmethod
+    def feedback_shapes(sizes: Sequence[int]) -> list[tuple[int, int]]:
+        """Hidden layer l's matrix is (classes, sizes[l+1])."""
+        return [(sizes[-1], n_layer) for n_layer in sizes[1:-1]]
+
+    def hidden_signals(self, caches: list[HiddenCache], error: Tensor) -> list[Tensor]:
+        return [self.feedback.project(l, error) for l in range(len(caches))]

@@ -1,0 +1,148 @@
+r"""pHSIC, the plausible kernelised bottleneck (Pogodin & Latham, NeurIPS 2020; SPEC §6).
+
+Each hidden layer ℓ descends :math:`L_\ell = \mathrm{pHSIC}(Z_\ell, Z_\ell) - \gamma\,\mathrm{pHSIC}(Z_\ell, Y)`
+(γ = ``config.gamma``; the authors use 2) through its own local term :math:`J^\top g`;
+nothing crosses layers. The readout is trained by the cross-entropy gradient of the same
+samples. Maths in :mod:`biohsic.functional.phsic`. Two rules, two forms:
+
+- ``phsic`` — the minibatch form the authors train with: the exact gradient of
+  :math:`L_\ell` on a minibatch of ``config.batch_size`` (≥ 2) samples.
+- ``phsic-stream`` — the biologically plausible form: one sample at a time; the update
+  of step t uses the pair (t, t-1) and running means of the two kernels over the stream
+  (a working memory of one sample): :math:`\delta_t = 2(k^Z_t - \bar k^Z) - \gamma(k^Y_t - \bar k^Y)`
+  times :math:`\partial k(z_t, z_{t-1})/\partial\theta`. The running means take the current
+  pair first (so the first pair, with means equal to its own values, gives no update);
+  until a previous sample exists, the hidden layers get no update (``.grad`` is ``None``).
+  The previous sample's layer activities are kept as they were when it was seen
+  (``config.memory="stored"``) or re-computed with the current weights (``"recompute"``).
+
+Two names rather than one switching on ``--batch-size 1``: the two forms are different
+algorithms (the minibatch form on one sample would have no gradient at all), and a rule's
+streaming is a property of the rule, not of its batch size.
+
+``config.extra`` keys: ``phsic_kernel`` (``"gaussian"``, default, or ``"cosine"``),
+``phsic_sigma`` (the Gaussian z-kernel's absolute bandwidth, default 5.0) and
+``phsic_horizon`` (``phsic-stream`` only: the running means' horizon T in samples,
+default 100). The label kernel is always the cosine similarity of centred labels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..functional.layers import HiddenCache, hidden_local_grad
+from ..functional.phsic import (Z_KERNELS, label_kernel, pair_factor, pair_signal, phsic_signal,
+                                running_mean, z_kernel)
+from ..network import Network
+from .base import Rule, register, set_grad
+from .hsic import LayerObjectiveRule
+from .readout import readout_step
+
+
+def kernel_settings(config: TrainConfig) -> tuple[str, float]:
+    """The z-kernel (``extra["phsic_kernel"]``) and its bandwidth (``extra["phsic_sigma"]``)."""
+    kind = config.extra.get("phsic_kernel", "gaussian")
+    sigma = config.extra.get("phsic_sigma", 5.0)
+    if kind not in Z_KERNELS:
+        raise ConfigError(f"unknown phsic_kernel {kind!r}; choose one of {', '.join(Z_KERNELS)}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ConfigError(f"phsic_sigma must be a positive number, got {sigma!r}")
+    return kind, float(sigma)
+
+
+@register
+class PHSIC(LayerObjectiveRule):
+    """pHSIC(Z, Z) − γ pHSIC(Z, Y) descended per hidden layer on minibatches."""
+
+    name = "phsic"
+
+    def __init__(self, network: Network, config: TrainConfig):
+        super().__init__(network, config)
+        self.kind, self.sigma = kernel_settings(config)
+
+    def layer_signals(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
+        return [phsic_signal(z, y, gamma=self.config.gamma, kind=self.kind, sigma=self.sigma) for z in zs]
+
+
+@register
+class PlausiblePHSIC(Rule):
+    """The two-sample streaming pHSIC rule with running kernel means."""
+
+    name = "phsic-stream"
+    streaming = True
+
+    def __init__(self, network: Network, config: TrainConfig):
+        super().__init__(network, config)
+        self.kind, self.sigma = kernel_settings(config)
+        horizon = config.extra.get("phsic_horizon", 100)
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ConfigError(f"phsic_horizon must be a whole number of samples ≥ 1, got {horizon!r}")
+        self.horizon = horizon
+        self.recompute = config.memory == "recompute"
+        self.reset()
+
+    def reset(self) -> None:
+        weight = self.network.readout.weight
+        zeros = torch.zeros(self.network.n_models, dtype=weight.dtype, device=weight.device)
+        self.pairs = 0
+        self.mean_y = zeros.clone()
+        self.mean_z = [zeros.clone() for _ in self.network.hidden]
+        self.previous: tuple[Tensor, Tensor, list[HiddenCache]] | None = None
+
+    def _clear_hidden_grads(self) -> None:
+        for layer in self.network.hidden:
+            for param in layer.parameters():
+                param.grad = None
+
+    @torch.no_grad()
+    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        net = self.network
+        caches, logits = readout_step(net, x, y)
+        x = net._expand(x)
+        if self.previous is None:
+            self._clear_hidden_grads()
+        else:
+            prev_x, prev_y, prev_caches = self.previous
+            if self.recompute:
+                prev_caches = net.hidden_caches(prev_x)
+            self.pairs += 1
+            k_y = label_kernel(y, prev_y)[..., 0, 0]
+            self.mean_y = running_mean(self.mean_y, k_y, self.pairs, self.horizon)
+            for l, (layer, cache, prev) in enumerate(zip(net.hidden, caches, prev_caches)):
+                z_pair = torch.cat([cache.out, prev.out], -2)
+                kernel = z_kernel(z_pair, kind=self.kind, sigma=self.sigma)
+                k_z = kernel[..., 0, 1]
+                self.mean_z[l] = running_mean(self.mean_z[l], k_z, self.pairs, self.horizon)
+                factor = pair_factor(k_z, k_y, self.mean_z[l], self.mean_y, self.config.gamma)
+                signal = pair_signal(z_pair, kernel, factor, kind=self.kind, sigma=self.sigma)
+                pair_cache = HiddenCache(*(torch.cat([now, then], -2) for now, then in zip(cache, prev)))
+                grad_w, grad_b = hidden_local_grad(pair_cache, signal)
+                set_grad(layer.weight, grad_w)
+                set_grad(layer.bias, grad_b)
+        self.previous = (x, y, caches)
+        return logits
+
+    def state_dict(self) -> dict[str, Any]:
+        previous = None
+        if self.previous is not None:
+            prev_x, prev_y, prev_caches = self.previous
+            previous = {"x": prev_x, "y": prev_y, "caches": [tuple(cache) for cache in prev_caches]}
+        return {"pairs": self.pairs, "mean_y": self.mean_y, "mean_z": list(self.mean_z), "previous": previous}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        weight = self.network.readout.weight
+
+        def restore(tensor: Tensor) -> Tensor:
+            return tensor.to(device=weight.device, dtype=weight.dtype, copy=True)
+
+        self.pairs = int(state["pairs"])
+        self.mean_y = restore(state["mean_y"])
+        self.mean_z = [restore(mean) for mean in state["mean_z"]]
+        previous = state["previous"]
+        self.previous = None if previous is None else (
+            restore(previous["x"]), restore(previous["y"]),
+            [HiddenCache(*map(restore, cache)) for cache in previous["caches"]])

@@ -1,0 +1,275 @@
+"""The training loop: samples (or minibatches) in a seeded order, a rule that writes
+``.grad``, a ``torch.optim`` optimiser, evaluation after every epoch, and a run folder.
+
+K models (seeds ``seed, seed+1, …``) train side by side as one batched computation: each
+has its own initialisation and its own sample order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import TrainConfig
+from .data import Dataset, load_task
+from .errors import CheckpointError, ConfigError, DivergenceError
+from .functional.hsic import hsic
+from .functional.kernels import gaussian_kernel
+from .network import Network
+from .rules import Rule, build_rule
+from .runs import load_torch, read_json, save_torch, write_json, write_jsonl
+
+#: How many evaluation windows the per-layer HSIC is averaged over.
+EVAL_WINDOWS = 32
+#: Steps between two checks that the online loss is still finite.
+FINITE_CHECK_EVERY = 128
+
+
+def sample_order(seed: int, epoch: int, n: int, device: torch.device) -> Tensor:
+    """The order in which one model sees the training set in one epoch (seeded by both)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * int(epoch) + 17)
+    return torch.randperm(n, generator=gen).to(device)
+
+
+def evaluation_windows(n_test: int, window: int, count: int = EVAL_WINDOWS) -> Tensor:
+    """Fixed ``(count, window)`` test-sample indices on which each layer's HSIC is measured."""
+    gen = torch.Generator().manual_seed(20240117)
+    size = min(window, n_test)
+    return torch.stack([torch.randperm(n_test, generator=gen)[:size] for _ in range(count)])
+
+
+@torch.no_grad()
+def evaluate(network: Network, x: Tensor, labels: Tensor, batch: int = 8192) -> tuple[Tensor, Tensor]:
+    """Accuracy and mean cross-entropy of every model on ``(x, labels)``: two ``(K,)`` tensors."""
+    correct = torch.zeros(network.n_models, device=x.device)
+    loss = torch.zeros(network.n_models, device=x.device, dtype=torch.float64)
+    for start in range(0, len(x), batch):
+        logits = network(x[start:start + batch])
+        target = labels[start:start + batch].expand(network.n_models, -1)
+        correct += (logits.argmax(-1) == target).sum(-1)
+        loss += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(-1).double()
+    return correct / len(x), loss / len(x)
+
+
+@torch.no_grad()
+def hsic_probe(network: Network, x: Tensor, y: Tensor, windows: Tensor,
+               sigmas: tuple[float, float, float]) -> tuple[Tensor, Tensor]:
+    """Each hidden layer's HSIC(X, Z) and HSIC(Y, Z), averaged over fixed windows: ``(K, L-1)`` each."""
+    xw, yw = x[windows], y[windows]                       # (W, N, d)
+    kx, ky = gaussian_kernel(xw, sigma=sigmas[0]), gaussian_kernel(yw, sigma=sigmas[1])
+    w, n = windows.shape
+    hx, hy = [], []
+    for z in network.features(xw.reshape(w * n, -1)):     # (K, W·N, d_l)
+        kz = gaussian_kernel(z.reshape(network.n_models, w, n, -1), sigma=sigmas[2])
+        hx.append(hsic(kx, kz).mean(-1))
+        hy.append(hsic(ky, kz).mean(-1))
+    empty = torch.zeros(network.n_models, 0, device=x.device)
+    return (torch.stack(hx, -1), torch.stack(hy, -1)) if hx else (empty, empty)
+
+
+def _progress(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="sample", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+class Trainer:
+    """One training run of ``config.seeds`` models on one dataset.
+
+    >>> trainer = Trainer(TrainConfig(task="xor", epochs=2))          # doctest: +SKIP
+    >>> summary = trainer.run()                                       # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, *, run_dir: str | Path | None = None,
+                 dataset: Dataset | None = None, progress: bool = False, download: bool = False):
+        self.config = config.resolved()
+        cfg = self.config
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+        self.dtype = getattr(torch, cfg.dtype)
+        self.data = dataset if dataset is not None else load_task(
+            cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
+        self.x_train, self.y_train = self._tensors(self.data.x_train, self.data.y_train)
+        self.x_test, self.y_test = self._tensors(self.data.x_test, self.data.y_test)
+        self.onehot_train = F.one_hot(self.y_train, self.data.n_classes).to(self.dtype)
+        self.onehot_test = F.one_hot(self.y_test, self.data.n_classes).to(self.dtype)
+        self.seeds = [cfg.seed + k for k in range(cfg.seeds)]
+        sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
+        self.network = Network(sizes, self.seeds, dtype=self.dtype).to(self.device)
+        self.rule: Rule = build_rule(self.network, cfg)
+        self.optimizer = torch.optim.AdamW(self.rule.trainable_parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.windows = evaluation_windows(len(self.x_test), cfg.window).to(self.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.train_seconds = 0.0
+        self.samples_seen = 0
+
+    def _tensors(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return x.to(self.device, self.dtype), y.to(self.device, torch.long)
+
+    # --- one epoch -------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training set; returns the online loss and accuracy
+        (each sample scored once, by the weights it met, before its update)."""
+        n, k = len(self.x_train), self.network.n_models
+        batch = self.rule.batch_size
+        steps = n // batch
+        order = torch.stack([sample_order(s, epoch, n, self.device) for s in self.seeds])[:, :steps * batch]
+        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(k, device=self.device)
+        bar = _progress(steps * batch, f"epoch {epoch + 1}/{self.config.epochs}", self.progress)
+        start = time.perf_counter()
+        for step in range(steps):
+            idx = order[:, step * batch:(step + 1) * batch]
+            labels = self.y_train[idx]
+            logits = self.rule.compute_grads(self.x_train[idx], self.onehot_train[idx])
+            self.optimizer.step()
+            loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(-1)
+            correct += (logits.argmax(-1) == labels).sum(-1)
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == steps:
+                self._check_finite(loss_sum, epoch, step)
+                if bar is not None:
+                    bar.update((step + 1) * batch - bar.n)
+        if bar is not None:
+            bar.close()
+        self.train_seconds += time.perf_counter() - start
+        self.samples_seen += steps * batch * k
+        count = steps * batch
+        return {"online_loss": (loss_sum / count).tolist(), "online_accuracy": (correct / count).tolist()}
+
+    def _check_finite(self, loss_sum: Tensor, epoch: int, step: int) -> None:
+        if torch.isfinite(loss_sum).all() and all(torch.isfinite(p).all() for p in self.network.parameters()):
+            return
+        raise DivergenceError(
+            f"training diverged (non-finite loss or weights) in epoch {epoch + 1} at step {step + 1}; "
+            f"lower --lr (now {self.config.lr:g}) or widen --sigmas; metrics up to epoch {epoch} are kept")
+
+    def evaluate_epoch(self, epoch: int, online: dict[str, list[float]]) -> dict[str, Any]:
+        cfg = self.config
+        test_acc, test_loss = evaluate(self.network, self.x_test, self.y_test)
+        train_acc, train_loss = evaluate(self.network, self.x_train, self.y_train)
+        hx, hy = hsic_probe(self.network, self.x_test, self.onehot_test, self.windows, cfg.sigmas)
+        per_model = {"test_accuracy": test_acc.tolist(), "test_loss": test_loss.tolist(),
+                     "train_accuracy": train_acc.tolist(), "train_loss": train_loss.tolist(), **online}
+        row: dict[str, Any] = {name: sum(values) / len(values) for name, values in per_model.items()}
+        row.update(epoch=epoch + 1, hsic_xz=hx.mean(0).tolist(), hsic_yz=hy.mean(0).tolist(),
+                   per_model=per_model, wall_seconds=self.train_seconds,
+                   samples_per_second=self.samples_seen / max(self.train_seconds, 1e-9))
+        return row
+
+    # --- run folder ------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir else None
+
+    def save_checkpoint(self) -> None:
+        save_torch(self._checkpoint_path(), {
+            "epoch": self.epoch, "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict(),
+            "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
+        })
+
+    def resume(self) -> bool:
+        """Continue from the run folder's checkpoint; False when there is none."""
+        path = self._checkpoint_path()
+        if path is None or not path.exists():
+            return False
+        saved = read_json(self.run_dir / "config.json")
+        mine = self.config.to_dict()
+        differing = sorted(key for key in mine if key != "epochs" and _jsonable(mine[key]) != saved.get(key))
+        if differing:
+            raise CheckpointError(f"{self.run_dir} holds a run with other settings ({', '.join(differing)}); "
+                                  "resume with the same options or choose another --out")
+        state = load_torch(path, self.device)
+        try:
+            self.network.load_state_dict(state["network"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.rule.load_state_dict(state["rule"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{path} does not fit this run ({type(err).__name__}); "
+                                  "start a new run with another --out") from None
+        self.epoch, self.train_seconds = int(state["epoch"]), float(state["train_seconds"])
+        self.samples_seen = int(state["samples_seen"])
+        metrics = self.run_dir / "metrics.jsonl"
+        rows = metrics.read_text().splitlines() if metrics.exists() else []
+        self.history = [json.loads(line) for line in rows][: self.epoch]
+        return True
+
+    def _write_outputs(self, status: str) -> dict[str, Any]:
+        cfg, last = self.config, (self.history[-1] if self.history else {})
+        summary = {
+            "status": status, "epochs_completed": self.epoch,
+            "test_accuracy": last.get("test_accuracy"), "train_accuracy": last.get("train_accuracy"),
+            "test_loss": last.get("test_loss"), "online_accuracy": last.get("online_accuracy"),
+            "per_model": last.get("per_model"), "seeds": self.seeds,
+            "samples_per_second": self.samples_seen / max(self.train_seconds, 1e-9),
+            "wall_seconds": self.train_seconds, "device": str(self.device),
+            "modulator": cfg.modulator if cfg.rule == "biohsic" else None,
+            "memory": cfg.memory if cfg.rule == "biohsic" else None,
+            "config": cfg.to_dict(),
+        }
+        if self.run_dir:
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+            write_json(self.run_dir / "summary.json", summary)
+            if self.history:
+                self._plot()
+        return summary
+
+    def _plot(self) -> None:
+        try:
+            from .plots import plot_curves
+        except ImportError:
+            return
+        cfg = self.config
+        try:
+            plot_curves(self.history, self.run_dir / "curves.png",
+                        title=f"{cfg.rule} on {cfg.task} (N={cfg.window}, seeds {self.seeds[0]}..{self.seeds[-1]})")
+        except ImportError:
+            return
+
+    # --- the whole run -----------------------------------------------------------------
+    def run(self, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """Train for ``config.epochs`` epochs (from the checkpoint's epoch when resumed)."""
+        if self.run_dir:
+            write_json(self.run_dir / "config.json", self.config.to_dict())
+        try:
+            while self.epoch < self.config.epochs:
+                online = self.train_epoch(self.epoch)
+                row = self.evaluate_epoch(self.epoch, online)
+                self.epoch += 1
+                self.history.append(row)
+                if self.run_dir:
+                    write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+                    self.save_checkpoint()
+                if on_epoch is not None:
+                    on_epoch(row)
+        except DivergenceError:
+            self._write_outputs("diverged")
+            raise
+        return self._write_outputs("completed")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
+    """Train with ``config`` (fields replaced by ``overrides``) and return the summary; no run folder."""
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    return Trainer(config).run()
+
+
+__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "sample_order", "train"]

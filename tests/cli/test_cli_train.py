@@ -1,0 +1,110 @@
+"""`biohsic train`: outputs, and one-line errors with exit code 2 for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from biohsic.cli import main
+
+FAST = ["--task", "xor", "--epochs", "1", "--hidden", "6,4", "--no-progress"]
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "biohsic.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_train_writes_the_run_folder_and_ends_with_the_accuracy_line(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", *FAST, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("test_accuracy=") and 0 <= float(last.split("=")[1]) <= 1
+    for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png", "checkpoint.pt"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["task"] == "xor" and summary["modulator"] == "exact"
+
+
+def test_default_run_folder_is_under_runs(tmp_path):
+    result = run_cli("train", *FAST, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.startswith("xor-biohsic-seed0-")
+
+
+def one_line_error(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--task", "nope"], "unknown task 'nope'"),
+    (["train", "--task", "xor", "--window", "1"], "--window must be at least 2"),
+    (["train", "--task", "xor", "--sigmas", "0.5,-1,1"], "--sigmas must all be positive"),
+    (["train", "--task", "xor", "--sigmas", "0.5,1"], "three values"),
+    (["train", "--task", "xor", "--sigmas", "a,b,c"], "comma-separated numbers"),
+    (["train", "--task", "xor", "--lr", "0"], "--lr must be in (0, 1]"),
+    (["train", "--task", "xor", "--lr", "1e38"], "--lr must be in (0, 1]"),
+    (["train", "--task", "xor", "--rule", "magic"], "unknown rule 'magic'"),
+    (["train", "--task", "xor", "--modulator", "oracle"], "invalid choice"),
+    (["train", "--task", "mnist", "--data-dir", "/nonexistent/dir"], "mnist"),
+    (["train", "--task", "xor", "--resume"], "--resume needs --out"),
+    (["train", "--task", "xor", "--modulator", "reservoir"], "--reservoir FILE"),
+    (["train", "--task", "xor", "--device", "cuda:7"], "cuda"),
+])
+def test_bad_input_gives_one_line_and_exit_2(capsys, args, fragment):
+    try:
+        code, err = one_line_error(capsys, *args)
+    except SystemExit as exit_:  # argparse's own errors
+        code, err = exit_.code, capsys.readouterr().err.strip().splitlines()
+    if fragment == "cuda" and code == 0:
+        pytest.skip("a CUDA device is present")
+    assert code == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("biohsic") and fragment in err[0]
+
+
+def test_truncated_idx_file_is_reported_in_one_line(tmp_path, capsys):
+    import gzip
+    import struct
+
+    header = struct.pack(">IIII", 2051, 10, 28, 28)
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (tmp_path / name).write_bytes(gzip.compress(header + bytes(100)))
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes(gzip.compress(struct.pack(">II", 2049, 10) + bytes(10)))
+    code, err = one_line_error(capsys, "train", "--task", "mnist", "--data-dir", str(tmp_path), "--no-progress")
+    assert code == 2 and len(err) == 1 and "images" in err[0]
+
+
+def test_nan_during_training_exits_2_and_keeps_metrics(tmp_path, capsys, monkeypatch):
+    import biohsic.train
+    from biohsic.data import load_task
+
+    def with_a_nan(name, **kwargs):
+        data = load_task(name, **kwargs)
+        data.x_train[-3, 0] = float("nan")   # met near the end of every epoch
+        return data
+
+    monkeypatch.setattr(biohsic.train, "load_task", with_a_nan)
+    out = tmp_path / "run"
+    code, err = one_line_error(capsys, "train", *FAST, "--epochs", "2", "--out", str(out))
+    assert code == 2 and len(err) == 2, err     # the run-folder line, then the error
+    assert err[-1].startswith("biohsic: error: training diverged")
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", *FAST, "--out", out]) == 0
+    capsys.readouterr()
+    code, err = one_line_error(capsys, "train", *FAST, "--out", out)
+    assert code == 2 and "--resume" in err[0]
+    assert main(["train", *FAST[:3], "2", *FAST[4:], "--out", out, "--resume"]) == 0
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
