@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import DTYPES, MEMORY_MODES, MODULATORS, READOUT_UPDATES, TrainConfig
+from .config import DTYPES, MEMORY_MODES, MODULATORS, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, TrainConfig
 from .errors import BiohsicError
 
 
@@ -50,6 +50,14 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="readout delta rule averaged over the window (default, as the authors) or the newest sample")
     add("--memory", default="stored", choices=MEMORY_MODES,
         help="working memory holds activities as they were (stored, default) or re-runs the window (recompute)")
+    add("--neuron", default="rate", choices=NEURONS,
+        help="rate units (default) or leaky integrators simulated in time (SPEC §5)")
+    add("--steps-per-sample", type=int, default=20, help="time steps each sample is presented (leaky units)")
+    add("--tau", type=float, default=5.0, help="membrane time constant in ms (leaky units)")
+    add("--hsic-normalized", action="store_true", help="rule hsic: the normalised HSIC of Ma et al.")
+    add("--phsic-kernel", default="gaussian", choices=PHSIC_KERNELS, help="rules phsic*: the layer kernel")
+    add("--phsic-sigma", type=float, default=5.0, help="rules phsic*: absolute width of the Gaussian layer kernel")
+    add("--phsic-horizon", type=int, default=100, help="rule phsic-stream: horizon of the running means (samples)")
     add("--batch-size", type=int, default=32, help="minibatch size of minibatch rules (default 32)")
     add("--data-dir", help="folder holding the dataset's files (mnist, fashion-mnist, cifar10)")
     add("--download", action="store_true",
@@ -64,6 +72,9 @@ def config_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
         task=args.task, window=args.window, gamma=args.gamma, sigmas=args.sigmas, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, hidden=args.hidden, modulator=args.modulator,
         reservoir=args.reservoir, readout_update=args.readout_update, memory=args.memory,
+        neuron=args.neuron, steps_per_sample=args.steps_per_sample, tau=args.tau,
+        hsic_normalized=args.hsic_normalized, phsic_kernel=args.phsic_kernel, phsic_sigma=args.phsic_sigma,
+        phsic_horizon=args.phsic_horizon,
         batch_size=args.batch_size, data_dir=args.data_dir, data_seed=args.data_seed, device=args.device,
         dtype=args.dtype, **fields).resolved()
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -11,6 +11,7 @@ MODULATORS = ("exact", "paper", "paper-jan2024", "reservoir")
 READOUT_UPDATES = ("window", "newest")
 MEMORY_MODES = ("stored", "recompute")
 NEURONS = ("rate", "leaky")
+PHSIC_KERNELS = ("gaussian", "cosine")
 DTYPES = ("float32", "float64")
 
 #: Hyper-parameters of each task where the user gives none (SPEC §7, tuned for rate units
@@ -53,7 +54,10 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     reservoir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    hsic_normalized: bool = False
+    phsic_kernel: str = "gaussian"
+    phsic_sigma: float = 5.0
+    phsic_horizon: int = 100
 
     def resolved(self) -> "TrainConfig":
         """A copy with the task's defaults filled in, validated."""
@@ -92,8 +96,12 @@ class TrainConfig:
         for name, value, allowed in (("modulator", self.modulator, MODULATORS),
                                      ("readout-update", self.readout_update, READOUT_UPDATES),
                                      ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
-                                     ("dtype", self.dtype, DTYPES)):
+                                     ("dtype", self.dtype, DTYPES), ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS)):
             need(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")
+        need(self.phsic_sigma > 0, f"--phsic-sigma must be positive, got {self.phsic_sigma}")
+        need(self.phsic_horizon >= 1, f"--phsic-horizon must be at least 1 sample, got {self.phsic_horizon}")
+        need(self.neuron == "rate" or (self.rule == "biohsic" and self.modulator != "reservoir"),
+             "--neuron leaky is implemented for --rule biohsic with the exact or paper modulator only")
         need(self.modulator != "reservoir" or self.reservoir,
              "--modulator reservoir needs --reservoir FILE (train one with `biohsic reservoir train`)")
 

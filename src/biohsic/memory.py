@@ -49,7 +49,13 @@ class WorkingMemory:
     def push(self, samples: Mapping[str, Tensor]) -> None:
         """Store one new sample per model (``(K, d)`` per stream) in the oldest slot and
         update each kernel matrix's row and column of that slot, O(N·d)."""
-        slot = self.count % self.capacity
+        self.count += 1
+        self.refresh_newest(samples)
+
+    def refresh_newest(self, samples: Mapping[str, Tensor]) -> None:
+        """Overwrite the newest sample's values (e.g. a leaky layer's output, which changes
+        while the sample is presented) and update that slot's kernel row and column, O(N·d)."""
+        slot = self.newest
         for name, value in samples.items():
             buffer = self.values[name]
             buffer[:, slot] = value
@@ -57,7 +63,6 @@ class WorkingMemory:
             kernel = self.kernels[name]
             kernel[:, slot, :] = row
             kernel[:, :, slot] = row
-        self.count += 1
 
     def replace(self, name: str, values: Tensor) -> None:
         """Overwrite a whole stream ``(K, N, d)`` and recompute its kernel, O(N²·d)

@@ -13,10 +13,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .functional.layers import HiddenCache, dense, hidden_forward
+from .functional.layers import HiddenCache, dense, hidden_forward, leaky_step, rectify_normalize
 
 
-def _init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """PyTorch's default ``nn.Linear`` initialisation, U(-1/√in, 1/√in), one generator per model."""
     bound = 1.0 / math.sqrt(n_in)
     weights, biases = [], []
@@ -32,7 +32,7 @@ class HiddenLayer(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
         super().__init__()
-        weight, bias = _init_dense(seeds, n_in, n_out, salt, dtype)
+        weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
 
@@ -43,13 +43,20 @@ class HiddenLayer(nn.Module):
     def forward(self, a: Tensor) -> Tensor:
         return self.forward_cache(a).out
 
+    def leaky_cache(self, a: Tensor, state: Tensor, *, dt: float, tau: float) -> HiddenCache:
+        r"""One time step of a layer of leaky integrators (SPEC §5):
+        :math:`u \leftarrow u + \frac{dt}{\tau}(W a + b - u)`, :math:`z = \mathrm{LN}(\mathrm{relu}(u))`."""
+        u = leaky_step(state, dense(a, self.weight, self.bias), dt=dt, tau=tau)
+        z, inv_std = rectify_normalize(u)
+        return HiddenCache(a, u, z, inv_std)
+
 
 class Readout(nn.Module):
     r"""The linear readout :math:`o = W z + b` (logits)."""
 
     def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
         super().__init__()
-        weight, bias = _init_dense(seeds, n_in, n_out, salt, dtype)
+        weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
 
@@ -79,12 +86,12 @@ class Network(nn.Module):
     def n_models(self) -> int:
         return len(self.seeds)
 
-    def _expand(self, x: Tensor) -> Tensor:
+    def expand(self, x: Tensor) -> Tensor:
         return x.expand(self.n_models, *x.shape) if x.dim() == 2 else x
 
     def hidden_caches(self, x: Tensor) -> list[HiddenCache]:
         """Forward through the hidden layers, keeping each layer's cache."""
-        caches, a = [], self._expand(x)
+        caches, a = [], self.expand(x)
         for layer in self.hidden:
             caches.append(layer.forward_cache(a))
             a = caches[-1].out
@@ -95,7 +102,39 @@ class Network(nn.Module):
         return [cache.out for cache in self.hidden_caches(x)]
 
     def forward(self, x: Tensor) -> Tensor:
-        a = self._expand(x)
+        a = self.expand(x)
         for layer in self.hidden:
             a = layer(a)
         return self.readout(a)
+
+    def leaky_step(self, x: Tensor, state: list[Tensor] | None, *, dt: float,
+                   tau: float) -> tuple[list[HiddenCache], list[Tensor]]:
+        r"""One time step of the network of leaky integrators: each hidden layer's membrane
+        :math:`u_l \leftarrow u_l + \frac{dt}{\tau}(W_l a_l + b_l - u_l)` with
+        :math:`a_{l+1} = \mathrm{LN}(\mathrm{relu}(u_l))`, and the readout
+        :math:`o \leftarrow o + \frac{dt}{\tau}(W z_{L-1} + b - o)`.
+
+        ``state`` = ``[u_1, …, u_{L-1}, o]`` (``None``: at rest). Returns the hidden layers'
+        caches (``pre`` = each layer's instantaneous input) and the new state.
+        """
+        a = self.expand(x)
+        if state is None:
+            shape = a.shape[:-1]
+            state = [a.new_zeros(*shape, size) for size in self.sizes[1:]]
+        caches = []
+        for layer, u in zip(self.hidden, state):
+            caches.append(layer.leaky_cache(a, u, dt=dt, tau=tau))
+            a = caches[-1].out
+        output = leaky_step(state[-1], self.readout(a), dt=dt, tau=tau)
+        return caches, [cache.drive for cache in caches] + [output]
+
+    def simulate(self, x: Tensor, *, steps: int, dt: float, tau: float) -> Tensor:
+        """The leaky network's prediction: each input presented for ``steps`` time steps
+        from rest, the readout averaged over the last ``steps // 2`` (at least one) steps."""
+        state, total = None, 0.0
+        averaged = max(steps // 2, 1)
+        for step in range(steps):
+            _, state = self.leaky_step(x, state, dt=dt, tau=tau)
+            if step >= steps - averaged:
+                total = total + state[-1]
+        return total / averaged

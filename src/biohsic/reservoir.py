@@ -203,7 +203,8 @@ class Ridge(ReadoutLearner):
     back into the reservoir (``feedback_scale = 0``) this is exactly the readout
     :class:`Force` reaches with the same α, at a fraction of the cost (one O(M²·K)
     accumulation per update instead of two, one O(M³) solve at the end); the readout is
-    zero until then.
+    zero until then. It also keeps :math:`\sum \mathrm{target}^2`, so that its statistics
+    can score other readouts (:func:`~biohsic.functional.reservoir.ridge_validation_sse`).
     """
 
     name = "ridge"
@@ -216,6 +217,7 @@ class Ridge(ReadoutLearner):
         self.dtype = dtype
         self.cov: Tensor | None = None
         self.cross: Tensor | None = None
+        self.target_sq: Tensor | None = None
 
     @torch.no_grad()
     def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
@@ -223,8 +225,10 @@ class Ridge(ReadoutLearner):
         if self.cov is None:
             self.cov = torch.zeros(r.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
             self.cross = torch.zeros(f.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
+            self.target_sq = torch.zeros(f.shape[-1], dtype=self.dtype, device=r.device)
         self.cov.addmm_(r.transpose(0, 1), r)
         self.cross.addmm_(f.transpose(0, 1), r)
+        self.target_sq.add_(f.square().sum(0))
 
     @torch.no_grad()
     def finish(self, w_out: Tensor) -> None:

@@ -23,19 +23,20 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import ConfigError, DivergenceError
 from .functional.layers import hidden_local_grad
 from .functional.modulator import modulatory_signal
-from .functional.reservoir import MemoryCapacity, memory_capacity, r2_from_moments, r2_score, row_cosines
+from .functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
+                                   ridge_validation_sse, row_cosines)
 from .network import HiddenLayer
-from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, atomic_write
+from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, Ridge, atomic_write
 
 STREAM_KINDS = ("random", "clusters")
 CAPACITY_WINDOWS = (2, 4, 8, 16, 32)
@@ -71,21 +72,36 @@ class StreamSettings:
 
 @dataclass(frozen=True)
 class LearnSettings:
-    """Which readout learner trains the reservoir a priori, and its parameters."""
+    """Which readout learner trains the reservoir a priori, and its parameters.
+
+    ``alphas``: the force/ridge penalty α (P0 = I/α). Several values (ridge only) are tried
+    on a separate validation stream of ``validation`` × the training samples (data seed
+    + 1 000 000), and the best is kept for each window: a bigger reservoir needs a
+    stronger penalty for the same number of samples, so a fixed α would confound the
+    capacity study with over-fitting.
+    """
 
     learner: str = "force"
     lr: float = 5e-4
-    alpha: float = 1.0
+    alphas: tuple[float, ...] = (1.0,)
     every_step: bool = False
+    validation: float = 0.25
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         if self.learner not in LEARNERS:
             raise ConfigError(f"unknown --learner {self.learner!r}; choose one of {', '.join(LEARNERS)}")
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ConfigError(f"--alpha takes positive values, got {','.join(map(str, self.alphas))}")
+        if len(self.alphas) > 1 and self.learner != "ridge":
+            raise ConfigError("several --alpha values are tried only with --learner ridge; give one value")
+        if not 0 < self.validation <= 1:
+            raise ConfigError(f"--validation must be in (0, 1], got {self.validation}")
 
     def make(self) -> ReadoutLearner:
         if self.learner == "delta":
             return LEARNERS["delta"](lr=self.lr, every_step=self.every_step)
-        return LEARNERS[self.learner](alpha=self.alpha, every_step=self.every_step)
+        return LEARNERS[self.learner](alpha=self.alphas[0], every_step=self.every_step)
 
 
 class Stream(NamedTuple):
@@ -114,6 +130,7 @@ class CapacityRow(NamedTuple):
     update_r2: float
     update_cosine: float
     online_r2: float
+    alpha: float
     seconds: float
 
 
@@ -175,7 +192,7 @@ def present(reservoir: Reservoir, stream: Stream, targets: Tensor | None, *, ski
         out = reservoir.step_sample(stream.x[t], stream.y[t], stream.z[t], target)
         if t >= skip:
             outputs.append(out.clone())
-    return torch.stack(outputs)
+    return _finite(torch.stack(outputs))
 
 
 def _stream_targets(config: ReservoirConfig, stream: Stream, windows: Sequence[int]) -> Tensor:
@@ -184,24 +201,55 @@ def _stream_targets(config: ReservoirConfig, stream: Stream, windows: Sequence[i
 
 
 def _train(config: ReservoirConfig, windows: Sequence[int], train: StreamSettings, learn: LearnSettings, *,
-           dtype: torch.dtype, device: torch.device | str | None) -> tuple[Reservoir, list[float]]:
+           dtype: torch.dtype, device: torch.device | str | None) -> tuple[Reservoir, list[float], list[float]]:
     """Train one reservoir whose readout outputs g_N for each window of ``windows`` side by
-    side (``n_outputs = len(windows)·d_z``); returns it frozen, with the online R² per window
-    (NaN for ``ridge``, whose readout exists only at the end)."""
+    side (``n_outputs = len(windows)·d_z``); returns it frozen and reset, with the online R²
+    per window (NaN for ``ridge``, whose readout exists only at the end) and the α used."""
+    if learn.learner == "ridge" and config.feedback_scale != 0:
+        raise ConfigError("--learner ridge needs --feedback-scale 0 (its readout is zero while it learns, so the "
+                          "feedback would differ between training and use); use --learner force with feedback")
     skip = train.washout + max(windows) - 1
     stream = make_stream(config, train, skip + train.per_stream(), dtype=dtype, device=device)
     targets = _stream_targets(config, stream, windows)
     reservoir = Reservoir(config, dtype=dtype, device=device)
-    reservoir.learner = learn.make()
+    learner = reservoir.learner = learn.make()
     outputs = present(reservoir, stream, targets, skip=skip)
-    reservoir.learner.finish(reservoir.w_out)
+    learner.finish(reservoir.w_out)
+    alphas = [learn.alphas[0]] * len(windows)
+    if len(learn.alphas) > 1:
+        alphas = _choose_ridge_penalty(reservoir, learner, config, windows, train, learn)
     online = [float("nan")] * len(windows)
     if learn.learner != "ridge":
         d_z = config.d_z
         online = [float(r2_score(outputs[..., i * d_z:(i + 1) * d_z].flatten(0, 1),
                                  targets[skip:, :, i * d_z:(i + 1) * d_z].flatten(0, 1))) for i in range(len(windows))]
     reservoir.learner = None
-    return reservoir, online
+    reservoir.reset()
+    return reservoir, online, alphas
+
+
+def _choose_ridge_penalty(reservoir: Reservoir, fit: Ridge, config: ReservoirConfig, windows: Sequence[int],
+                          train: StreamSettings, learn: LearnSettings) -> list[float]:
+    """Write into the readout, for each window, the ridge solution whose α has the least
+    squared error on a validation stream; return the chosen α per window."""
+    settings = replace(train, samples=max(train.streams, math.ceil(learn.validation * train.samples)),
+                       data_seed=train.data_seed + 1_000_000)
+    skip = settings.washout + max(windows) - 1
+    stream = make_stream(config, settings, skip + settings.per_stream(), dtype=reservoir.w_in.dtype,
+                         device=reservoir.w_in.device)
+    val = reservoir.learner = Ridge(dtype=fit.dtype)
+    present(reservoir, stream, _stream_targets(config, stream, windows), skip=skip)
+    d_z, groups = config.d_z, len(windows)
+    best = torch.full((groups,), float("inf"), dtype=fit.dtype)
+    chosen = [learn.alphas[0]] * groups
+    for alpha in learn.alphas:
+        w = ridge_readout(fit.cov, fit.cross, alpha=alpha)
+        sse = ridge_validation_sse(w, val.cov, val.cross, val.target_sq).view(groups, d_z).sum(1).cpu()
+        for g in range(groups):
+            if sse[g] < best[g]:
+                best[g], chosen[g] = sse[g], alpha
+                reservoir.w_out[g * d_z:(g + 1) * d_z] = w[g * d_z:(g + 1) * d_z]
+    return chosen
 
 
 def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor,
@@ -248,8 +296,8 @@ def train_apriori(config: ReservoirConfig, train: StreamSettings = StreamSetting
     """Train a reservoir's readout a priori to output g_N of ``config.window`` on an
     unrelated stream. Returns the frozen reservoir and a summary (stored in its file by
     the CLI): learner, samples, stream settings, online R² (fit while learning)."""
-    reservoir, online = _train(config, [config.window], train, learn, dtype=dtype, device=device)
-    summary = {"learner": learn.learner, "lr": learn.lr, "alpha": learn.alpha, "every_step": learn.every_step,
+    reservoir, online, alphas = _train(config, [config.window], train, learn, dtype=dtype, device=device)
+    summary = {"learner": learn.learner, "lr": learn.lr, "alpha": alphas[0], "every_step": learn.every_step,
                **{f"stream_{k}": v for k, v in asdict(train).items()}, "online_r2": online[0]}
     reservoir.info = summary
     return reservoir, summary
@@ -283,11 +331,12 @@ def capacity_study(base: ReservoirConfig, train: StreamSettings, evaluation: Str
             start = time.perf_counter()
             config = base.replace(units=m, window=max(group),
                                   n_outputs=base.d_z * len(group) if len(group) > 1 else None)
-            reservoir, online = _train(config, group, train, learn, dtype=dtype, device=device)
+            reservoir, online, alphas = _train(config, group, train, learn, dtype=dtype, device=device)
             scores = _evaluate(reservoir, group, evaluation)
             seconds = (time.perf_counter() - start) / len(group)
-            for n, score, fit in zip(group, scores, online):
-                row = CapacityRow(n, m, score.r2, score.cosine, score.update_r2, score.update_cosine, fit, seconds)
+            for n, score, fit, alpha in zip(group, scores, online, alphas):
+                row = CapacityRow(n, m, score.r2, score.cosine, score.update_r2, score.update_cosine, fit, alpha,
+                                  seconds)
                 rows.append(row)
                 if progress is not None:
                     progress(row)
@@ -295,29 +344,44 @@ def capacity_study(base: ReservoirConfig, train: StreamSettings, evaluation: Str
 
 
 def reservoir_memory_capacity(reservoir: Reservoir, *, samples: int, streams: int = 16, max_delay: int = 40,
-                              seed: int = 0) -> MemoryCapacity:
+                              seed: int = 0, driven: bool = False) -> MemoryCapacity:
     r"""Jaeger's linear memory capacity of a reservoir (its readout frozen): a scalar i.i.d.
     input :math:`u_t \sim U(-1, 1)` enters through a fixed random vector
     :math:`w_u \sim U(-1, 1)` times the reservoir's ``input_scale`` (current
     :math:`u_t w_u`, held for the T steps of a sample); the state is the rate vector at the
     last step of each sample; ``samples`` samples in all over ``streams`` streams, plus
-    ``max_delay`` per stream. See :func:`biohsic.functional.reservoir.memory_capacity`."""
+    ``max_delay`` per stream. ``driven=True`` adds the input current of a random a priori
+    stream (:func:`make_stream`) to the probe: the memory left while the reservoir does
+    its job. See :func:`biohsic.functional.reservoir.memory_capacity`."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + 303)
     ref = reservoir.w_in
     length = max_delay + math.ceil(samples / streams)
     w_u = ((torch.rand(reservoir.config.units, generator=gen, dtype=torch.float64) * 2 - 1)
            * reservoir.config.input_scale).to(ref)
     inputs = (torch.rand(length, streams, generator=gen, dtype=torch.float64) * 2 - 1).to(ref)
+    stream = (make_stream(reservoir.config, StreamSettings(streams=streams, data_seed=seed, task_seed=seed), length,
+                          dtype=ref.dtype, device=ref.device) if driven else None)
     reservoir.reset()
     states = []
     for t in range(length):
-        reservoir.step_current(inputs[t, :, None] * w_u)
+        current = inputs[t, :, None] * w_u
+        if stream is not None:
+            current = current + reservoir.input_current(stream.x[t], stream.y[t], stream.z[t])
+        reservoir.step_current(current)
         states.append(reservoir.r.clone())
-    return memory_capacity(torch.stack(states), inputs, max_delay=max_delay)
+    states = _finite(torch.stack(states))
+    return memory_capacity(states, inputs, max_delay=max_delay)
+
+
+def _finite(values: Tensor) -> Tensor:
+    if not torch.isfinite(values).all():
+        raise DivergenceError("the reservoir's state became non-finite; lower --gain or --input-scale "
+                              "(a linear reservoir needs a gain below 1)")
+    return values
 
 
 # ------------------------------------------------------------------ writers
-_COLUMNS = ("window", "units", "r2", "cosine", "update_r2", "update_cosine", "online_r2", "seconds")
+_COLUMNS = CapacityRow._fields
 
 
 def capacity_csv(rows: Sequence[CapacityRow]) -> str:
@@ -345,11 +409,12 @@ def capacity_markdown(rows: Sequence[CapacityRow], command: str | None = None) -
             values = [f"{getattr(cell[(n, m)], field):.3f}" if (n, m) in cell else "–" for m in units]
             lines.append(f"| {n} | " + " | ".join(values) + " |")
         lines.append("")
-    lines += ["All scores:", "", "| N | M | R² | cosine | update R² | update cosine | online R² | s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["All scores (s: seconds per cell, shared when one run serves all windows):", "",
+              "| N | M | R² | cosine | update R² | update cosine | online R² | α | s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row.window} | {row.units} | {row.r2:.3f} | {row.cosine:.3f} | {row.update_r2:.3f} | "
-                     f"{row.update_cosine:.3f} | {row.online_r2:.3f} | {row.seconds:.1f} |")
+                     f"{row.update_cosine:.3f} | {row.online_r2:.3f} | {row.alpha:g} | {row.seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,12 +45,15 @@ def evaluation_windows(n_test: int, window: int, count: int = EVAL_WINDOWS) -> T
 
 
 @torch.no_grad()
-def evaluate(network: Network, x: Tensor, labels: Tensor, batch: int = 8192) -> tuple[Tensor, Tensor]:
-    """Accuracy and mean cross-entropy of every model on ``(x, labels)``: two ``(K,)`` tensors."""
+def evaluate(network: Network, x: Tensor, labels: Tensor, batch: int = 8192,
+             predict: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Accuracy and mean cross-entropy of every model on ``(x, labels)``: two ``(K,)`` tensors.
+    ``predict`` maps inputs to logits (default: the network's rate forward pass)."""
+    predict = predict or network
     correct = torch.zeros(network.n_models, device=x.device)
     loss = torch.zeros(network.n_models, device=x.device, dtype=torch.float64)
     for start in range(0, len(x), batch):
-        logits = network(x[start:start + batch])
+        logits = predict(x[start:start + batch])
         target = labels[start:start + batch].expand(network.n_models, -1)
         correct += (logits.argmax(-1) == target).sum(-1)
         loss += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(-1).double()
@@ -118,6 +121,13 @@ class Trainer:
         self.train_seconds = 0.0
         self.samples_seen = 0
 
+    def predict(self, x: Tensor) -> Tensor:
+        """The network's logits: the rate forward pass, or the leaky network simulated in time."""
+        cfg = self.config
+        if cfg.neuron == "leaky":
+            return self.network.simulate(x, steps=cfg.steps_per_sample, dt=cfg.dt, tau=cfg.tau)
+        return self.network(x)
+
     def _tensors(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return x.to(self.device, self.dtype), y.to(self.device, torch.long)
 
@@ -135,9 +145,10 @@ class Trainer:
         start = time.perf_counter()
         for step in range(steps):
             idx = order[:, step * batch:(step + 1) * batch]
-            labels = self.y_train[idx]
-            logits = self.rule.compute_grads(self.x_train[idx], self.onehot_train[idx])
-            self.optimizer.step()
+            labels, xb, yb = self.y_train[idx], self.x_train[idx], self.onehot_train[idx]
+            for _ in range(self.rule.substeps):
+                logits = self.rule.compute_grads(xb, yb)
+                self.optimizer.step()
             loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(-1)
             correct += (logits.argmax(-1) == labels).sum(-1)
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == steps:
@@ -160,8 +171,8 @@ class Trainer:
 
     def evaluate_epoch(self, epoch: int, online: dict[str, list[float]]) -> dict[str, Any]:
         cfg = self.config
-        test_acc, test_loss = evaluate(self.network, self.x_test, self.y_test)
-        train_acc, train_loss = evaluate(self.network, self.x_train, self.y_train)
+        test_acc, test_loss = evaluate(self.network, self.x_test, self.y_test, predict=self.predict)
+        train_acc, train_loss = evaluate(self.network, self.x_train, self.y_train, predict=self.predict)
         hx, hy = hsic_probe(self.network, self.x_test, self.onehot_test, self.windows, cfg.sigmas)
         per_model = {"test_accuracy": test_acc.tolist(), "test_loss": test_loss.tolist(),
                      "train_accuracy": train_acc.tolist(), "train_loss": train_loss.tolist(), **online}

@@ -69,8 +69,8 @@ def test_a_few_steps_reduce_the_loss_on_a_separable_problem(rule_name):
     assert cross_entropy(net, x, y) < 0.5 * before
 
 
-@pytest.mark.parametrize("rule_name,fields", [("hsic", {}), ("hsic", {"extra": {"hsic_normalized": True}}),
-                                              ("phsic", {}), ("phsic", {"extra": {"phsic_kernel": "cosine"}}),
+@pytest.mark.parametrize("rule_name,fields", [("hsic", {}), ("hsic", {"hsic_normalized": True}),
+                                              ("phsic", {}), ("phsic", {"phsic_kernel": "cosine"}),
                                               ("phsic-stream", {}),
                                               ("phsic-stream", {"memory": "recompute"})])
 def test_kernel_rules_change_the_hidden_weights_and_stay_finite(rule_name, fields):
@@ -99,16 +99,14 @@ def test_minibatch_kernel_rules_refuse_a_batch_of_one(rule_name):
         RULES[rule_name](Network(SIZES, (0,), dtype=F64), config(rule_name, batch_size=1))
 
 
-@pytest.mark.parametrize("rule_name,extra,message", [
-    ("hsic", {"hsic_normalized": "yes"}, "hsic_normalized"),
-    ("phsic", {"phsic_kernel": "laplace"}, "unknown phsic_kernel"),
-    ("phsic", {"phsic_sigma": 0.0}, "phsic_sigma"),
-    ("phsic-stream", {"phsic_horizon": 0}, "phsic_horizon"),
-    ("phsic-stream", {"phsic_horizon": 2.5}, "phsic_horizon"),
+@pytest.mark.parametrize("rule_name,fields,message", [
+    ("phsic", {"phsic_kernel": "laplace"}, "unknown --phsic-kernel 'laplace'"),
+    ("phsic", {"phsic_sigma": 0.0}, "--phsic-sigma must be positive"),
+    ("phsic-stream", {"phsic_horizon": 0}, "--phsic-horizon must be at least 1"),
 ])
-def test_bad_extra_settings_raise_one_line_config_errors(rule_name, extra, message):
+def test_bad_baseline_settings_raise_one_line_config_errors(rule_name, fields, message):
     with pytest.raises(ConfigError, match=message) as info:
-        RULES[rule_name](Network(SIZES, (0,), dtype=F64), config(rule_name, extra=extra))
+        config(rule_name, task="xor", **fields).resolved()
     assert "\n" not in str(info.value)
 
 
@@ -134,10 +132,10 @@ def test_phsic_stream_waits_for_a_previous_sample_and_forgets_it_on_reset():
 def test_phsic_stream_state_round_trip_continues_identically():
     x, y = separable(8, 3, models=2)
     net = Network(SIZES, (0, 1), dtype=F64)
-    rule = RULES["phsic-stream"](net, config("phsic-stream", extra={"phsic_horizon": 3}))
+    rule = RULES["phsic-stream"](net, config("phsic-stream", phsic_horizon=3))
     stream(rule, x, y, range(5))
     saved = rule.state_dict()
-    other = RULES["phsic-stream"](net, config("phsic-stream", extra={"phsic_horizon": 3}))
+    other = RULES["phsic-stream"](net, config("phsic-stream", phsic_horizon=3))
     other.load_state_dict(saved)
     stream(rule, x, y, range(5, 6))
     expected = [p.grad.clone() for p in net.hidden.parameters()]
@@ -183,3 +181,5 @@ def test_fa_and_dfa_draw_different_matrices_than_the_forward_weights():
     assert dfa.feedback[0].shape == (1, SIZES[-1], SIZES[1])
     assert not torch.equal(fa.feedback[1], net.readout.weight)
     assert not torch.equal(dfa.feedback[1], fa.feedback[1])
+    equal_widths = RULES["dfa"](Network((4, 6, 6, 2), (0,), dtype=F64), config("dfa"))
+    assert not torch.equal(equal_widths.feedback[0], equal_widths.feedback[1])  # one stream per layer

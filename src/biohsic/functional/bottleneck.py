@@ -22,14 +22,14 @@ NORMALIZED_EPS = 1e-5
 
 
 def _resolvent(kernel: Tensor, eps: float) -> Tensor:
-    """:math:`S = (HKH + \\epsilon m I)^{-1}`."""
+    r""":math:`S = (HKH + \epsilon m I)^{-1}`."""
     m = kernel.shape[-1]
     eye = torch.eye(m, dtype=kernel.dtype, device=kernel.device)
     return torch.linalg.inv(center(kernel) + eps * m * eye)
 
 
 def _normalized_operator(kernel: Tensor, eps: float) -> Tensor:
-    """:math:`R = I - \\epsilon m S` (symmetric)."""
+    r""":math:`R = I - \epsilon m S` (symmetric)."""
     m = kernel.shape[-1]
     eye = torch.eye(m, dtype=kernel.dtype, device=kernel.device)
     return eye - eps * m * _resolvent(kernel, eps)

@@ -32,33 +32,51 @@ def dense(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return a @ weight.transpose(-1, -2) + bias.unsqueeze(-2)
 
 
-def hidden_forward(a: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> HiddenCache:
-    r"""Forward pass of a hidden layer, :math:`z = (h - \mu_h)/\sqrt{\mathrm{Var}[h] + \epsilon}`
-    with :math:`h = \mathrm{relu}(W a + b)` (biased variance over the layer's units,
-    as ``torch.nn.functional.layer_norm``)."""
-    u = dense(a, weight, bias)
+def rectify_normalize(u: Tensor, eps: float = LAYER_NORM_EPS) -> tuple[Tensor, Tensor]:
+    r""":math:`z = (h - \mu_h)/\sqrt{\mathrm{Var}[h] + \epsilon}` with :math:`h = \mathrm{relu}(u)`
+    (biased variance over the layer's units, as ``torch.nn.functional.layer_norm`` without
+    affine parameters). Returns ``(z, 1/sqrt(Var[h] + eps))``."""
     h = torch.relu(u)
-    mean = h.mean(-1, keepdim=True)
-    centred = h - mean
+    centred = h - h.mean(-1, keepdim=True)
     inv_std = torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
-    return HiddenCache(a, u, centred * inv_std, inv_std)
+    return centred * inv_std, inv_std
+
+
+def hidden_forward(a: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> HiddenCache:
+    r"""Forward pass of a hidden layer of rate units, :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`."""
+    u = dense(a, weight, bias)
+    z, inv_std = rectify_normalize(u, eps)
+    return HiddenCache(a, u, z, inv_std)
+
+
+def hidden_drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
+    r"""The post-synaptic factor :math:`\delta_n = \partial L/\partial u_n` of a hidden layer,
+    from its signal :math:`g_n = \partial L/\partial z_n` (``(..., B, out)``).
+
+    Through LayerNorm, :math:`\partial L/\partial h = \frac{1}{\sigma}\big(g - \bar g - z\,\overline{g \odot z}\big)`
+    (means over units); through the rectifier, :math:`\delta = \partial L/\partial h \odot \mathrm{relu}'(u)`.
+    """
+    z = cache.out
+    dh = cache.inv_std * (signal - signal.mean(-1, keepdim=True) - z * (signal * z).mean(-1, keepdim=True))
+    return dh * (cache.drive > 0)
 
 
 def hidden_local_grad(cache: HiddenCache, signal: Tensor) -> tuple[Tensor, Tensor]:
-    r"""The local term :math:`\sum_n J_n^\top g_n` of a hidden layer.
-
-    Through LayerNorm, :math:`\partial L/\partial h = \frac{1}{\sigma}\big(g - \bar g - z\,\overline{g \odot z}\big)`
-    (means over units); through the rectifier, :math:`\delta = \partial L/\partial h \odot \mathrm{relu}'(u)`;
-    then :math:`\partial L/\partial W = \sum_n \delta_n a_n^\top` (post × pre) and
-    :math:`\partial L/\partial b = \sum_n \delta_n`.
+    r"""The local term :math:`\sum_n J_n^\top g_n` of a hidden layer: with the post-synaptic
+    factor :math:`\delta_n` of :func:`hidden_drive_grad`, :math:`\partial L/\partial W = \sum_n \delta_n a_n^\top`
+    (post × pre) and :math:`\partial L/\partial b = \sum_n \delta_n`.
 
     ``signal`` ``(..., B, out)`` holds :math:`g_n` for the B samples of ``cache``;
     returns ``(dW (..., out, in), db (..., out))``.
     """
-    z = cache.out
-    dh = cache.inv_std * (signal - signal.mean(-1, keepdim=True) - z * (signal * z).mean(-1, keepdim=True))
-    delta = dh * (cache.drive > 0)
+    delta = hidden_drive_grad(cache, signal)
     return delta.transpose(-1, -2) @ cache.pre, delta.sum(-2)
+
+
+def output_error(logits: Tensor, targets: Tensor) -> Tensor:
+    r"""The error at the output, :math:`e_n = \partial L/\partial o_n = (\mathrm{softmax}(o_n) - y_n)/B`
+    for the mean softmax cross-entropy of a batch (``(..., B, classes)``)."""
+    return (torch.softmax(logits, -1) - targets) / logits.shape[-2]
 
 
 def cross_entropy_grad(features: Tensor, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,11 +87,17 @@ def cross_entropy_grad(features: Tensor, logits: Tensor, targets: Tensor) -> tup
 
     ``features`` ``(..., B, in)``, ``logits`` and one-hot ``targets`` ``(..., B, classes)``.
     """
-    error = (torch.softmax(logits, -1) - targets) / logits.shape[-2]
+    error = output_error(logits, targets)
     return error.transpose(-1, -2) @ features, error.sum(-2)
 
 
 def leaky_step(state: Tensor, drive: Tensor, *, dt: float, tau: float) -> Tensor:
     r"""One Euler step of a leaky integrator, :math:`u \leftarrow u + \frac{dt}{\tau}(I - u)`
-    with input current :math:`I` = ``drive`` (SPEC §5)."""
+    with input current :math:`I` = ``drive`` (SPEC §5).
+
+    The same filter applied to a layer's input gives its *eligibility trace*
+    :math:`\bar a \leftarrow \bar a + \frac{dt}{\tau}(a - \bar a)`: for weights held fixed,
+    :math:`\partial u(t)/\partial W = \bar a(t)^\top` and :math:`\partial u(t)/\partial b = \bar 1(t)`
+    (the filtered constant 1), so the local term of a leaky layer is
+    :func:`hidden_local_grad` with ``pre`` = the trace of its input."""
     return state + (dt / tau) * (drive - state)

@@ -37,26 +37,40 @@ def exact_signal_all(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Te
     return scale * (weights.sum(-1, keepdim=True) * z - weights @ z)
 
 
-def exact_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
-                 gamma: float, sigma_z: float) -> Tensor:
-    r"""The modulatory signal :math:`g_n` of one sample ``index`` of the window (SPEC §3).
+def modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: float) -> Tensor:
+    r"""Row n of :math:`M = H (K_X - \gamma K_Y) H`, shared by every layer's signal.
 
-    Only row n of :math:`M` is needed: with the row means :math:`r = A\mathbf{1}/N` and
-    the grand mean :math:`m`, :math:`M_{nj} = A_{nj} - r_n - r_j + m`. Then with
-    :math:`w_j = M_{nj} K_{Z,nj}`,
+    With the row means :math:`r = A\mathbf{1}/N` and the grand mean :math:`m` of
+    :math:`A = K_X - \gamma K_Y`: :math:`M_{nj} = A_{nj} - r_n - r_j + m`. O(N²). Returns ``(..., N)``.
+    """
+    a = kernel_x - gamma * kernel_y
+    row_means = a.mean(-1)
+    return a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
+
+
+def exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int, *,
+                          sigma_z: float) -> Tensor:
+    r""":math:`g_n` from row n of M and row n of :math:`K_Z`: with :math:`w_j = M_{nj} K_{Z,nj}`,
 
     .. math:: g_n = -\frac{2c}{s^2}\Big(\big(\textstyle\sum_j w_j\big) z_n - \sum_j w_j z_j\Big)
 
-    Cost O(N² + N·d_z) (O(N·d_z) for N ≤ d_z). Returns ``(..., d_z)``.
+    O(N·d_z). ``m_row``, ``kernel_z_row`` ``(..., N)``, ``z`` ``(..., N, d_z)`` → ``(..., d_z)``.
     """
     n, dz = z.shape[-2], z.shape[-1]
-    a = kernel_x - gamma * kernel_y
-    row_means = a.mean(-1)
-    m_row = a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
-    w = m_row * kernel_z[..., index, :]
+    w = m_row * kernel_z_row
     scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
     weighted_sum = (w.unsqueeze(-2) @ z).squeeze(-2)
     return scale * (w.sum(-1, keepdim=True) * z[..., index, :] - weighted_sum)
+
+
+def exact_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+                 gamma: float, sigma_z: float) -> Tensor:
+    r"""The modulatory signal :math:`g_n` of one sample ``index`` of the window (SPEC §3):
+    :func:`modulation_row` then :func:`exact_signal_from_row`. Cost O(N² + N·d_z);
+    :func:`exact_signal_all` is the readable reference it is tested against. Returns ``(..., d_z)``.
+    """
+    m_row = modulation_row(kernel_x, kernel_y, index, gamma=gamma)
+    return exact_signal_from_row(m_row, kernel_z[..., index, :], z, index, sigma_z=sigma_z)
 
 
 def paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,

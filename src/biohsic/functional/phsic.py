@@ -13,8 +13,8 @@ Kernels:
 
 - on the layer's output, a Gaussian with an *absolute* bandwidth,
   :math:`k(a, b) = \exp(-\|a - b\|^2 / (2\sigma^2))` (not scaled by the dimension, unlike
-  :func:`biohsic.functional.kernels.gaussian_kernel`; the authors use σ = 5), or the cosine
-  similarity :math:`k(a, b) = \hat a^\top \hat b`, :math:`\hat a = a / \max(\|a\|, \epsilon)`;
+  :func:`biohsic.functional.kernels.gaussian_kernel`; the authors use σ = 5;
+  :func:`gaussian_gram`), or the cosine similarity :math:`k(a, b) = \hat a^\top \hat b`, :math:`\hat a = a / \max(\|a\|, \epsilon)`;
 - on the labels, the cosine similarity of *centred* one-hot labels :math:`y - \frac{1}{C}\mathbf 1`
   (each label centred over its C classes, as the authors' ``--center-labels``): 1 for the
   same class, :math:`-1/(C-1)` otherwise, so that its mean over balanced classes is 0.
@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import squared_distances
+from .kernels import gaussian_gram
 
 Z_KERNELS = ("gaussian", "cosine")
 COSINE_EPS = 1e-6
@@ -43,14 +43,6 @@ COSINE_EPS = 1e-6
 def _check_kind(kind: str) -> None:
     if kind not in Z_KERNELS:
         raise ValueError(f"unknown pHSIC kernel {kind!r}; choose one of {', '.join(Z_KERNELS)}")
-
-
-def gaussian_kernel_abs(a: Tensor, b: Tensor | None = None, *, sigma: float) -> Tensor:
-    r"""Gaussian kernel with an absolute bandwidth, :math:`k(a, b) = \exp(-\|a - b\|^2 / (2\sigma^2))`.
-
-    ``a`` ``(..., N, d)``, ``b`` (default ``a``) ``(..., M, d)`` → ``(..., N, M)``.
-    """
-    return torch.exp(squared_distances(a, a if b is None else b) / (-2.0 * sigma * sigma))
 
 
 def normalize(a: Tensor, eps: float = COSINE_EPS) -> Tensor:
@@ -77,13 +69,14 @@ def label_kernel(y: Tensor, y2: Tensor | None = None) -> Tensor:
     return cosine_kernel(y - y.mean(-1, keepdim=True), y2 - y2.mean(-1, keepdim=True))
 
 
-def z_kernel(a: Tensor, b: Tensor | None = None, *, kind: str, sigma: float) -> Tensor:
-    """The kernel on layer outputs: ``"gaussian"`` (:func:`gaussian_kernel_abs`, bandwidth
-    ``sigma``) or ``"cosine"`` (:func:`cosine_kernel`; ``sigma`` unused)."""
+def z_kernel(z: Tensor, *, kind: str, sigma: float) -> Tensor:
+    r"""The kernel matrix of layer outputs ``(..., N, d)``: ``"gaussian"`` with the absolute
+    bandwidth ``sigma`` (:func:`gaussian_gram` with :math:`s^2 = \sigma^2`) or ``"cosine"``
+    (:func:`cosine_kernel`; ``sigma`` unused)."""
     _check_kind(kind)
     if kind == "gaussian":
-        return gaussian_kernel_abs(a, b, sigma=sigma)
-    return cosine_kernel(a, b)
+        return gaussian_gram(z, s2=sigma * sigma)
+    return cosine_kernel(z)
 
 
 def phsic(kernel_a: Tensor, kernel_b: Tensor) -> Tensor:
@@ -119,7 +112,7 @@ def gaussian_kernel_vjp(grad_kernel: Tensor, kernel: Tensor, z: Tensor, *, s2: f
     .. math:: \frac{\partial L}{\partial z_n} = -\frac{1}{s^2}\sum_j W_{nj}(z_n - z_j),
               \qquad W = (G + G^\top) \circ K .
 
-    ``s2`` is :math:`s^2` (:math:`\sigma^2` for :func:`gaussian_kernel_abs`,
+    ``s2`` is :math:`s^2` (:math:`\sigma^2` for the absolute bandwidth,
     :math:`\sigma^2 d` for the dimension-scaled kernel). ``z`` ``(..., m, d)`` → ``(..., m, d)``.
     """
     weights = (grad_kernel + grad_kernel.transpose(-1, -2)) * kernel
@@ -143,7 +136,7 @@ def cosine_kernel_vjp(grad_kernel: Tensor, z: Tensor, *, eps: float = COSINE_EPS
 
 
 def z_kernel_vjp(grad_kernel: Tensor, kernel: Tensor, z: Tensor, *, kind: str, sigma: float) -> Tensor:
-    """:math:`\\partial L/\\partial z` from :math:`\\partial L/\\partial K_Z` for the kernel
+    r""":math:`\partial L/\partial z` from :math:`\partial L/\partial K_Z` for the kernel
     :func:`z_kernel` of the same ``kind`` and ``sigma`` (``kernel`` is its value on ``z``)."""
     _check_kind(kind)
     if kind == "gaussian":

@@ -114,6 +114,20 @@ def ridge_readout(cov: Tensor, cross: Tensor, *, alpha: float) -> Tensor:
     return torch.linalg.solve(cov + alpha * eye, cross.transpose(0, 1)).transpose(0, 1)
 
 
+def ridge_validation_sse(w_out: Tensor, cov: Tensor, cross: Tensor, target_sq: Tensor) -> Tensor:
+    r"""The squared error of each readout row on held-out samples, from their statistics
+    :math:`C = \sum_t r_t r_t^\top`, :math:`B = \sum_t f_t r_t^\top` and
+    :math:`s_i = \sum_t f_{ti}^2`:
+
+    .. math:: \sum_t (w_i \cdot r_t - f_{ti})^2 = w_i^\top C w_i - 2\, w_i \cdot b_i + s_i
+
+    ``w_out`` ``(n_out, M)`` → ``(n_out,)``; lets a ridge penalty be chosen on a validation
+    stream without storing its rates.
+    """
+    w = w_out.to(cov.dtype)
+    return ((w @ cov) * w).sum(-1) - 2 * (w * cross).sum(-1) + target_sq
+
+
 def r2_from_moments(sse: Tensor, target_sum: Tensor, target_sq_sum: Tensor, n: int) -> Tensor:
     r"""The coefficient of determination from running sums over n samples:
 

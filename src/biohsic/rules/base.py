@@ -31,6 +31,12 @@ class Rule(abc.ABC):
     def batch_size(self) -> int:
         return 1 if self.streaming else self.config.batch_size
 
+    @property
+    def substeps(self) -> int:
+        """Updates per sample: the trainer calls :meth:`compute_grads` and the optimiser this
+        many times with the same samples (time steps of leaky units; 1 otherwise)."""
+        return 1
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimiser updates (all, unless the rule freezes some)."""
         return list(self.network.parameters())
@@ -41,7 +47,8 @@ class Rule(abc.ABC):
 
         ``x`` is ``(K, B, d_in)``, ``y`` the one-hot labels ``(K, B, classes)``. Returns the
         logits the network gave these samples *before* the update, ``(K, B, classes)``
-        (for the online loss and accuracy).
+        (for the online loss and accuracy; with :attr:`substeps` > 1, the last call's
+        return value is the prediction).
         """
 
     def reset(self) -> None:

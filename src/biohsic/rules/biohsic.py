@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..functional.layers import cross_entropy_grad, hidden_local_grad
-from ..functional.modulator import signal_at
+from ..functional.layers import cross_entropy_grad, hidden_local_grad, leaky_step
+from ..functional.modulator import exact_signal_from_row, modulation_row, signal_at
 from ..memory import WorkingMemory
 from ..network import Network
 from .base import Rule, register, set_grad
@@ -45,8 +45,12 @@ class KernelModulator:
         self.kind, self.gamma, self.sigma_z = kind, gamma, sigma_z
 
     def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
-        kx, ky = memory.kernels["x"], memory.kernels["y"]
-        return [signal_at(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], memory.newest,
+        kx, ky, newest = memory.kernels["x"], memory.kernels["y"], memory.newest
+        if self.kind == "exact":  # row N of M is the same for every layer: compute it once
+            m_row = modulation_row(kx, ky, newest, gamma=self.gamma)
+            return [exact_signal_from_row(m_row, memory.kernels[f"z{l}"][:, newest], memory.values[f"z{l}"],
+                                          newest, sigma_z=self.sigma_z) for l in range(len(zs))]
+        return [signal_at(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], newest,
                           gamma=self.gamma, sigma_z=self.sigma_z, kind=self.kind)
                 for l in range(len(zs))]
 
@@ -64,7 +68,14 @@ def build_modulator(network: Network, config: TrainConfig) -> Modulator:
 
 @register
 class BioHSIC(Rule):
-    """The streaming three-factor rule with a working memory of the last ``config.window`` samples."""
+    """The streaming three-factor rule with a working memory of the last ``config.window`` samples.
+
+    With ``config.neuron == "leaky"`` the units are leaky integrators (SPEC §5): each sample
+    is presented for ``config.steps_per_sample`` time steps, with one update per time step
+    (the trainer calls :meth:`compute_grads` :attr:`substeps` times per sample); the local
+    term uses eligibility traces of each layer's input (:func:`~biohsic.functional.leaky_step`),
+    and the prediction is the readout averaged over the last half of the presentation.
+    """
 
     name = "biohsic"
     streaming = True
@@ -79,10 +90,20 @@ class BioHSIC(Rule):
         self.modulator = build_modulator(network, config)
         self.recompute = config.memory == "recompute"
         self.readout_window = config.readout_update == "window"
+        self.leaky = config.neuron == "leaky"
+        self.reset()
+
+    @property
+    def substeps(self) -> int:
+        return self.config.steps_per_sample if self.leaky else 1
 
     def reset(self) -> None:
         self.memory.reset()
         self.modulator.reset()
+        self.time_step = 0            # within the current sample's presentation (leaky units)
+        self.state: list[Tensor] = []  # membranes [u_1 … u_{L-1}, o] (leaky units)
+        self.traces: list[Tensor] = []  # eligibility traces [ā_1 … ā_{L-1}, z̄_{L-1}, 1̄]
+        self.output_sum: Tensor | None = None
 
     def _recompute_window(self) -> None:
         """Re-run the remembered inputs through the current weights (``memory="recompute"``)."""
@@ -91,21 +112,56 @@ class BioHSIC(Rule):
 
     @torch.no_grad()
     def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
-        net = self.network
-        caches = net.hidden_caches(x)
-        zs = [cache.out[:, 0] for cache in caches]
-        features = caches[-1].out if caches else net._expand(x)
-        logits = net.readout(features)
-        self.memory.push({"x": x[:, 0], "y": y[:, 0], **{f"z{l}": z for l, z in enumerate(zs)}})
+        if self.leaky:
+            return self._leaky_step(x, y)
+        caches = self.network.hidden_caches(x)
+        features = caches[-1].out if caches else self.network.expand(x)
+        logits = self.network.readout(features)
+        self._remember(x, y, caches, new_sample=True)
+        self._write_grads(caches, features, logits, x, y, bias_trace=None)
+        return logits
+
+    def _leaky_step(self, x: Tensor, y: Tensor) -> Tensor:
+        cfg, net = self.config, self.network
+        caches, self.state = net.leaky_step(x, self.state or None, dt=cfg.dt, tau=cfg.tau)
+        output = self.state[-1]
+        features = caches[-1].out if caches else net.expand(x)
+        inputs = [cache.pre for cache in caches] + [features, torch.ones_like(output[..., :1])]
+        self.traces = [leaky_step(trace, value, dt=cfg.dt, tau=cfg.tau)
+                       for trace, value in zip(self.traces or [torch.zeros_like(v) for v in inputs], inputs)]
+        caches = [cache._replace(pre=trace) for cache, trace in zip(caches, self.traces)]
+        self._remember(x, y, caches, new_sample=self.time_step == 0)
+        self._write_grads(caches, self.traces[-2], output, x, y, bias_trace=self.traces[-1])
+        averaged = max(self.substeps // 2, 1)
+        if self.time_step >= self.substeps - averaged:
+            self.output_sum = output.clone() if self.output_sum is None else self.output_sum + output
+        self.time_step = (self.time_step + 1) % self.substeps
+        if self.time_step:
+            return output
+        prediction, self.output_sum = self.output_sum / averaged, None
+        return prediction
+
+    def _remember(self, x: Tensor, y: Tensor, caches: list, *, new_sample: bool) -> None:
+        sample = {"x": x[:, 0], "y": y[:, 0], **{f"z{l}": cache.out[:, 0] for l, cache in enumerate(caches)}}
+        if new_sample:
+            self.memory.push(sample)
+        else:
+            self.memory.refresh_newest(sample)
         if self.recompute and self.memory.full:
             self._recompute_window()
-        signals = self.modulator(self.memory, x[:, 0], y[:, 0], zs)
+
+    def _write_grads(self, caches: list, features: Tensor, logits: Tensor, x: Tensor, y: Tensor,
+                     bias_trace: Tensor | None) -> None:
+        """Each hidden layer's local term J_Nᵀ g_N and the readout's delta rule into ``.grad``.
+        ``features`` is the readout's input (or its trace, for leaky units)."""
+        net = self.network
+        signals = self.modulator(self.memory, x[:, 0], y[:, 0], [cache.out[:, 0] for cache in caches])
         if not self.memory.full:
-            return logits
+            return
         for layer, cache, signal in zip(net.hidden, caches, signals):
             grad_w, grad_b = hidden_local_grad(cache, signal.unsqueeze(1))
             set_grad(layer.weight, grad_w)
-            set_grad(layer.bias, grad_b)
+            set_grad(layer.bias, grad_b if bias_trace is None else grad_b * bias_trace[:, 0])
         if self.readout_window:
             last = f"z{len(caches) - 1}" if caches else "x"
             window_features = self.memory.values[last]
@@ -113,12 +169,15 @@ class BioHSIC(Rule):
                                                 self.memory.values["y"])
         else:
             grad_w, grad_b = cross_entropy_grad(features, logits, y)
+            grad_b = grad_b if bias_trace is None else grad_b * bias_trace[:, 0]
         set_grad(net.readout.weight, grad_w)
         set_grad(net.readout.bias, grad_b)
-        return logits
 
     def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict()}
+        return {"memory": self.memory.state_dict(), "time_step": self.time_step,
+                "state": list(self.state), "traces": list(self.traces)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.memory.load_state_dict(state["memory"])
+        self.time_step = int(state.get("time_step", 0))
+        self.state, self.traces = list(state.get("state", [])), list(state.get("traces", []))

@@ -28,10 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..functional.layers import HiddenCache, hidden_local_grad
-from ..network import Network, _init_dense
+from ..functional.layers import HiddenCache, hidden_drive_grad, hidden_local_grad, output_error
+from ..network import Network, init_dense
 from .base import Rule, register, set_grad
-from .readout import output_error, readout_step
+from .readout import readout_step
 
 
 class FeedbackMatrices(nn.Module):
@@ -46,7 +46,7 @@ class FeedbackMatrices(nn.Module):
                  dtype: torch.dtype, device: torch.device):
         super().__init__()
         for l, (n_from, n_to) in enumerate(shapes):
-            matrix, _ = _init_dense(seeds, n_to, n_from, salt, torch.float64)
+            matrix, _ = init_dense(seeds, n_to, n_from, salt + l, torch.float64)
             self.register_buffer(f"b{l}", matrix.to(dtype=dtype, device=device))
 
     def __getitem__(self, layer: int) -> Tensor:
@@ -55,18 +55,6 @@ class FeedbackMatrices(nn.Module):
     def project(self, layer: int, error: Tensor) -> Tensor:
         """Hidden layer ``layer``'s signal :math:`g = e B_l` for an error ``(K, B, n_from)``."""
         return error @ self[layer]
-
-
-def drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
-    r"""The post-synaptic factor :math:`\delta_n = \partial L/\partial u_n` of a hidden layer for
-    every sample of ``cache``, from its signal :math:`g_n = \partial L/\partial z_n` ``(..., B, out)``.
-
-    It is the bias gradient of :func:`hidden_local_grad` with each sample in a batch of its
-    own; the pre-synaptic activity is left out (zero columns), so no weight gradient is formed.
-    """
-    single = HiddenCache(cache.pre[..., :0].unsqueeze(-2), cache.drive.unsqueeze(-2),
-                         cache.out.unsqueeze(-2), cache.inv_std.unsqueeze(-2))
-    return hidden_local_grad(single, signal.unsqueeze(-2))[1]
 
 
 @register
@@ -94,7 +82,7 @@ class FeedbackAlignment(Rule):
         for l in reversed(range(len(caches))):
             signals.insert(0, self.feedback.project(l, upstream))
             if l > 0:
-                upstream = drive_grad(caches[l], signals[0])
+                upstream = hidden_drive_grad(caches[l], signals[0])
         return signals
 
     @torch.no_grad()

@@ -13,9 +13,10 @@ gradient on the same batch, on the hidden features as they are (the authors trai
 afterwards, in a separate "format" step).
 
 Which HSIC: by default the plain biased estimator of SPEC §2 with the dimension-scaled
-Gaussian kernels and bandwidths ``config.sigmas`` = (σx, σy, σz) — the estimator the
+Gaussian kernels and bandwidths ``config.sigmas`` = (σx, σy, σz) (computed through the
+batch's Gram matrix, :func:`biohsic.functional.kernels.gaussian_gram`) — the estimator the
 three-factor rule uses, so that comparing the two isolates the minibatch versus the
-streaming working memory. ``config.extra["hsic_normalized"] = True`` uses the authors'
+streaming working memory. ``config.hsic_normalized = True`` (``--hsic-normalized``) uses the authors'
 normalised HSIC instead (:mod:`biohsic.functional.bottleneck`: one m×m inverse per kernel
 per step, O(m³)). The authors' own settings are σ = 5 for every kernel, β = 50, m = 512.
 """
@@ -29,18 +30,18 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..functional.bottleneck import normalized_signal
-from ..functional.kernels import gaussian_kernel
 from ..functional.layers import hidden_local_grad
 from ..functional.modulator import exact_signal_all
+from ..functional.kernels import gaussian_gram
 from ..network import Network
 from .base import Rule, register, set_grad
 from .readout import readout_step
 
 
 class LayerObjectiveRule(Rule):
-    """A minibatch rule in which each hidden layer descends its own objective of (x, y, z):
-    subclasses give each layer's signal :math:`g_n = \\partial L_\\ell/\\partial z_{\\ell,n}`;
-    the layer's update is its local term :math:`\\sum_n J_n^\\top g_n`, the readout's the
+    r"""A minibatch rule in which each hidden layer descends its own objective of (x, y, z):
+    subclasses give each layer's signal :math:`g_n = \partial L_\ell/\partial z_{\ell,n}`;
+    the layer's update is its local term :math:`\sum_n J_n^\top g_n`, the readout's the
     cross-entropy gradient on the batch."""
 
     def __init__(self, network: Network, config: TrainConfig):
@@ -57,7 +58,7 @@ class LayerObjectiveRule(Rule):
     @torch.no_grad()
     def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         caches, logits = readout_step(self.network, x, y)
-        x = self.network._expand(x)
+        x = self.network.expand(x)
         signals = self.layer_signals(x, y, [cache.out for cache in caches])
         for layer, cache, signal in zip(self.network.hidden, caches, signals):
             grad_w, grad_b = hidden_local_grad(cache, signal)
@@ -74,19 +75,16 @@ class HSICBottleneck(LayerObjectiveRule):
 
     def __init__(self, network: Network, config: TrainConfig):
         super().__init__(network, config)
-        normalized = config.extra.get("hsic_normalized", False)
-        if not isinstance(normalized, bool):
-            raise ConfigError(f"extra hsic_normalized must be true or false, got {normalized!r}")
-        self.normalized = normalized
+        self.normalized = config.hsic_normalized
 
     def layer_signals(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
         sigma_x, sigma_y, sigma_z = self.config.sigmas
         beta = self.config.gamma
-        kernel_x = gaussian_kernel(x, sigma=sigma_x)
-        kernel_y = gaussian_kernel(y, sigma=sigma_y)
+        kernel_x = gaussian_gram(x, s2=sigma_x**2 * x.shape[-1])
+        kernel_y = gaussian_gram(y, s2=sigma_y**2 * y.shape[-1])
 
         def signal(z: Tensor) -> Tensor:
-            kernel_z = gaussian_kernel(z, sigma=sigma_z)
+            kernel_z = gaussian_gram(z, s2=sigma_z**2 * z.shape[-1])
             if self.normalized:
                 return normalized_signal(kernel_x, kernel_y, kernel_z, z, beta=beta, sigma_z=sigma_z)
             return exact_signal_all(kernel_x, kernel_y, kernel_z, z, gamma=beta, sigma_z=sigma_z)

@@ -20,8 +20,8 @@ Two names rather than one switching on ``--batch-size 1``: the two forms are dif
 algorithms (the minibatch form on one sample would have no gradient at all), and a rule's
 streaming is a property of the rule, not of its batch size.
 
-``config.extra`` keys: ``phsic_kernel`` (``"gaussian"``, default, or ``"cosine"``),
-``phsic_sigma`` (the Gaussian z-kernel's absolute bandwidth, default 5.0) and
+Settings (``TrainConfig`` fields, CLI flags): ``phsic_kernel`` (``"gaussian"``, default, or
+``"cosine"``), ``phsic_sigma`` (the Gaussian z-kernel's absolute bandwidth, default 5.0) and
 ``phsic_horizon`` (``phsic-stream`` only: the running means' horizon T in samples,
 default 100). The label kernel is always the cosine similarity of centred labels.
 """
@@ -43,17 +43,6 @@ from .hsic import LayerObjectiveRule
 from .readout import readout_step
 
 
-def kernel_settings(config: TrainConfig) -> tuple[str, float]:
-    """The z-kernel (``extra["phsic_kernel"]``) and its bandwidth (``extra["phsic_sigma"]``)."""
-    kind = config.extra.get("phsic_kernel", "gaussian")
-    sigma = config.extra.get("phsic_sigma", 5.0)
-    if kind not in Z_KERNELS:
-        raise ConfigError(f"unknown phsic_kernel {kind!r}; choose one of {', '.join(Z_KERNELS)}")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ConfigError(f"phsic_sigma must be a positive number, got {sigma!r}")
-    return kind, float(sigma)
-
-
 @register
 class PHSIC(LayerObjectiveRule):
     """pHSIC(Z, Z) − γ pHSIC(Z, Y) descended per hidden layer on minibatches."""
@@ -62,7 +51,7 @@ class PHSIC(LayerObjectiveRule):
 
     def __init__(self, network: Network, config: TrainConfig):
         super().__init__(network, config)
-        self.kind, self.sigma = kernel_settings(config)
+        self.kind, self.sigma = config.phsic_kernel, config.phsic_sigma
 
     def layer_signals(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
         return [phsic_signal(z, y, gamma=self.config.gamma, kind=self.kind, sigma=self.sigma) for z in zs]
@@ -77,11 +66,7 @@ class PlausiblePHSIC(Rule):
 
     def __init__(self, network: Network, config: TrainConfig):
         super().__init__(network, config)
-        self.kind, self.sigma = kernel_settings(config)
-        horizon = config.extra.get("phsic_horizon", 100)
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ConfigError(f"phsic_horizon must be a whole number of samples ≥ 1, got {horizon!r}")
-        self.horizon = horizon
+        self.kind, self.sigma, self.horizon = config.phsic_kernel, config.phsic_sigma, config.phsic_horizon
         self.recompute = config.memory == "recompute"
         self.reset()
 
@@ -102,7 +87,7 @@ class PlausiblePHSIC(Rule):
     def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         net = self.network
         caches, logits = readout_step(net, x, y)
-        x = net._expand(x)
+        x = net.expand(x)
         if self.previous is None:
             self._clear_hidden_grads()
         else:

@@ -18,18 +18,12 @@ from ..network import Network
 from .base import Rule, register, set_grad
 
 
-def output_error(logits: Tensor, targets: Tensor) -> Tensor:
-    r"""The error at the output, :math:`e_n = \partial L/\partial o_n = (\mathrm{softmax}(o_n) - y_n)/B`
-    for the mean softmax cross-entropy of a batch (``(..., B, classes)``)."""
-    return (torch.softmax(logits, -1) - targets) / logits.shape[-2]
-
-
 def readout_step(network: Network, x: Tensor, y: Tensor) -> tuple[list[HiddenCache], Tensor]:
     """Forward ``x`` ``(K, B, d_in)`` through ``network`` keeping each hidden layer's cache, and
     write the readout's cross-entropy gradient on the batch (one-hot ``y``) into its ``.grad``.
     Returns the caches and the logits ``(K, B, classes)``."""
     caches = network.hidden_caches(x)
-    features = caches[-1].out if caches else network._expand(x)
+    features = caches[-1].out if caches else network.expand(x)
     logits = network.readout(features)
     grad_w, grad_b = cross_entropy_grad(features, logits, y)
     set_grad(network.readout.weight, grad_w)
