@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ DTYPES = ("float32", "float64")
 #: Hyper-parameters of each task where the user gives none (SPEC §7, tuned for rate units
 #: where stated in docs/results.md).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-3, epochs=15),
+    "digits": dict(hidden=(32, 16), window=8, gamma=10.0, sigmas=(0.5, 0.1, 1.0), lr=1e-3, epochs=15),
     "linear": dict(hidden=(4,), window=10, gamma=10.0, sigmas=(0.5, 0.25, 1.0), lr=1e-3, epochs=25),
     "xor": dict(hidden=(10, 4), window=10, gamma=10.0, sigmas=(0.3, 0.25, 2.0), lr=1e-3, epochs=25),
     "mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25),
@@ -83,7 +84,7 @@ class TrainConfig:
         need(self.rule in RULES, f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
         need(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
         need(len(self.sigmas) == 3, f"--sigmas takes three values σx,σy,σz, got {len(self.sigmas)}")
-        need(all(s > 0 for s in self.sigmas), f"--sigmas must all be positive, got {','.join(map(str, self.sigmas))}")
+        need(all(math.isfinite(s) and s > 0 for s in self.sigmas), f"--sigmas must all be positive, got {','.join(map(str, self.sigmas))}")
         need(all(h > 0 for h in self.hidden), f"--hidden sizes must be positive, got {self.hidden}")
         need(0 < self.lr <= 1, f"--lr must be in (0, 1], got {self.lr}")
         need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")

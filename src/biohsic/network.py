@@ -27,14 +27,18 @@ def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: to
     return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
 
 
-class HiddenLayer(nn.Module):
-    r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`."""
+class Dense(nn.Module):
+    """A weight ``(K, out, in)`` and a bias ``(K, out)``, initialised by :func:`init_dense`."""
 
     def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
         super().__init__()
         weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
+
+
+class HiddenLayer(Dense):
+    r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`."""
 
     def forward_cache(self, a: Tensor) -> HiddenCache:
         """The forward pass with what the local update needs (``a`` is ``(K, B, in)``)."""
@@ -51,14 +55,8 @@ class HiddenLayer(nn.Module):
         return HiddenCache(a, u, z, inv_std)
 
 
-class Readout(nn.Module):
+class Readout(Dense):
     r"""The linear readout :math:`o = W z + b` (logits)."""
-
-    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
 
     def forward(self, z: Tensor) -> Tensor:
         return dense(z, self.weight, self.bias)
@@ -75,6 +73,8 @@ class Network(nn.Module):
         super().__init__()
         if len(sizes) < 2:
             raise ValueError(f"a network needs at least an input and an output size, got {list(sizes)}")
+        if not seeds:
+            raise ValueError("a network needs at least one seed (one model)")
         self.sizes = tuple(int(s) for s in sizes)
         self.seeds = tuple(int(s) for s in seeds)
         self.hidden = nn.ModuleList(

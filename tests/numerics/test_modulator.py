@@ -207,13 +207,21 @@ def _valid():
     dict(x=torch.zeros(5, 3, dtype=F64)),                               # mismatched N
     dict(x=torch.zeros(1, 3, dtype=F64), y=torch.zeros(1, 2, dtype=F64), z=torch.zeros(1, 5, dtype=F64)),  # N < 2
     dict(sigmas=(0.0, 0.1, 1.0)), dict(sigmas=(0.5, -0.1, 1.0)), dict(sigmas=(0.5, 0.1, 0.0)),
-    dict(kind="unknown"), dict(kind="Exact"),
+    dict(kind="unknown"), dict(kind="Exact"), dict(sigmas=(0.5, 0.1)), dict(sigmas=(0.5, 0.1, 1.0, 1.0)),
+    dict(sigmas=(0.5, float("inf"), 1.0)),
 ])
 def test_modulatory_signal_rejects_bad_input(bad):
     x, y, z = _valid()
     args = dict(x=x, y=y, z=z, gamma=2.0, sigmas=(0.5, 0.1, 1.0), kind="exact") | bad
     with pytest.raises(ValueError):
         modulatory_signal(**args)
+
+
+@pytest.mark.parametrize("sigmas", [(float("nan"), 0.1, 1.0), (0.5, float("nan"), 1.0)])
+def test_modulatory_signal_rejects_nan_sigma(sigmas):
+    x, y, z = _valid()
+    with pytest.raises(ValueError):
+        modulatory_signal(x, y, z, gamma=2.0, sigmas=sigmas)
 
 
 def test_modulatory_signal_accepts_the_valid_input():

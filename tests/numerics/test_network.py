@@ -26,7 +26,9 @@ def test_models_and_layers_are_initialised_differently():
     weights = [layer.weight for layer in net.hidden]
     for w in weights:
         assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
-    assert not torch.equal(weights[0][0, :4, :4], weights[1][0, :4, :4])  # salts differ per layer
+    # two layers of the same shape in one model still get different draws (a salt per layer)
+    square = Network((4, 4, 4, 2), seeds=(0,), dtype=F64)
+    assert not torch.equal(square.hidden[0].weight, square.hidden[1].weight)
     bound = 1 / SIZES[0] ** 0.5
     assert weights[0].abs().max() <= bound  # nn.Linear's U(-1/√in, 1/√in)
 
@@ -82,3 +84,10 @@ def test_dtype_is_respected():
 def test_rejects_too_few_sizes():
     with pytest.raises(ValueError):
         Network((4,))
+
+
+def test_a_network_needs_a_seed_and_two_sizes():
+    with pytest.raises(ValueError, match="at least one seed"):
+        Network([3, 2], seeds=())
+    with pytest.raises(ValueError, match="input and an output"):
+        Network([3], seeds=(0,))

@@ -21,10 +21,12 @@ def hsic(kernel_a: Tensor, kernel_b: Tensor) -> Tensor:
     .. math:: \mathrm{HSIC}(A, B) = \frac{\operatorname{tr}(K_A H K_B H)}{(N-1)^2}
 
     ``kernel_a`` and ``kernel_b`` are ``(..., N, N)``; returns ``(...)``. Uses
-    :math:`\operatorname{tr}(K_A H K_B H) = \sum_{ij} (H K_A H)_{ij} (K_B)_{ji}`.
+    :math:`\operatorname{tr}(K_A H K_B H) = \sum_{ij} (H K_A H)_{ij} (H K_B H)_{ji}` (H is
+    idempotent; centring both kernels keeps the rounding error relative to the result small
+    even when a kernel is nearly constant).
     """
     n = kernel_a.shape[-1]
-    return (center(kernel_a) * kernel_b.transpose(-1, -2)).sum((-1, -2)) / (n - 1) ** 2
+    return (center(kernel_a) * center(kernel_b).transpose(-1, -2)).sum((-1, -2)) / (n - 1) ** 2
 
 
 def layer_objective(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, gamma: float) -> Tensor:

@@ -6,6 +6,7 @@ the layer's outputs ``z`` (``(..., N, d_z)``), :math:`c = (N-1)^{-2}`,
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -131,8 +132,10 @@ def modulatory_signal(x: Tensor, y: Tensor, z: Tensor, *, gamma: float,
                          f"{y.shape[-2]} and {z.shape[-2]}")
     if z.shape[-2] < 2:
         raise ValueError(f"a window needs at least 2 samples, got {z.shape[-2]}")
+    if len(sigmas) != 3:
+        raise ValueError(f"sigmas takes three values (σx, σy, σz), got {len(sigmas)}")
+    if not all(math.isfinite(s) and s > 0 for s in sigmas):
+        raise ValueError(f"sigmas must be positive and finite, got {tuple(sigmas)}")
     sigma_x, sigma_y, sigma_z = sigmas
-    if min(sigma_x, sigma_y, sigma_z) <= 0:
-        raise ValueError(f"sigmas must be positive, got {tuple(sigmas)}")
     kernels = [gaussian_kernel(v, sigma=s) for v, s in ((x, sigma_x), (y, sigma_y), (z, sigma_z))]
     return signal_at(*kernels, z, -1, gamma=gamma, sigma_z=sigma_z, kind=kind)
