@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .runs import atomic_write_bytes
 
@@ -45,6 +45,32 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> None:
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_compare(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "") -> None:
+    """``compare.png``: test accuracy and test loss per epoch, one colour per rule, the mean over
+    seeds as a line and ± one sd as a band. ``curves[label]`` holds equally long sequences
+    ``epoch``, ``accuracy_mean``, ``accuracy_sd``, ``loss_mean`` and ``loss_sd``."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (label, c), colour in zip(curves.items(), colours):
+        for ax, name in zip(axes, ("accuracy", "loss")):
+            mean, sd = c[f"{name}_mean"], c[f"{name}_sd"]
+            ax.plot(c["epoch"], mean, "o-", ms=3, color=colour, label=label)
+            ax.fill_between(c["epoch"], [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                            color=colour, alpha=0.2, linewidth=0)
+    axes[0].set(xlabel="epoch", ylabel="test accuracy")
+    axes[1].set(xlabel="epoch", ylabel="test cross-entropy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

@@ -198,9 +198,7 @@ class Trainer:
         path = self._checkpoint_path()
         if path is None or not path.exists():
             return False
-        saved = read_json(self.run_dir / "config.json")
-        mine = self.config.to_dict()
-        differing = sorted(key for key in mine if key != "epochs" and _jsonable(mine[key]) != saved.get(key))
+        differing = differing_settings(self.config, self.run_dir)
         if differing:
             raise CheckpointError(f"{self.run_dir} holds a run with other settings ({', '.join(differing)}); "
                                   "resume with the same options or choose another --out")
@@ -273,8 +271,12 @@ class Trainer:
         return self._write_outputs("completed")
 
 
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
+    """The settings, other than ``epochs``, in which the run saved in ``run_dir`` (its
+    ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
+    wanted = json.loads(json.dumps(config.to_dict()))
+    saved = read_json(run_dir / "config.json")
+    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key))
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
