@@ -5,8 +5,9 @@ from .errors import BiohsicError, CheckpointError, ConfigError, DataError, Diver
 from .functional.modulator import modulatory_signal
 from .memory import WorkingMemory
 from .network import Network
+from .reservoir import Reservoir, ReservoirConfig
 
 __version__ = "0.1.0"
 
 __all__ = ["BiohsicError", "CheckpointError", "ConfigError", "DataError", "DivergenceError", "Network",
-           "TrainConfig", "WorkingMemory", "modulatory_signal", "__version__"]
+           "Reservoir", "ReservoirConfig", "TrainConfig", "WorkingMemory", "modulatory_signal", "__version__"]

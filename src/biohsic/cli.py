@@ -122,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+    from .cli_reservoir import add_reservoir_commands
     from .compare import add_compare_command
 
     add_compare_command(commands)
+    add_reservoir_commands(commands)
     return parser
 
 

@@ -11,15 +11,14 @@ import argparse
 import shlex
 import sys
 import time
-from typing import Sequence
 
 import torch
 
 from .errors import ConfigError
 from .reservoir import Reservoir, ReservoirConfig
-from .reservoir_study import (CAPACITY_UNITS, CAPACITY_WINDOWS, STREAM_KINDS, CapacityRow, LearnSettings,
-                              StreamSettings, capacity_study, evaluate_frozen, reservoir_memory_capacity,
-                              train_apriori, write_capacity)
+from .reservoir_study import (CAPACITY_UNITS, CAPACITY_WINDOWS, FORCE_ALPHA, RIDGE_ALPHAS, STREAM_KINDS, CapacityRow,
+                              LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
+                              reservoir_memory_capacity, train_apriori, write_capacity)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,21 +42,25 @@ def _add_sizes(p: argparse.ArgumentParser, layer_dim_required: bool) -> None:
     g.add_argument("--input-dim", type=int, default=64, help="network input size d_x (default 64, the digits task)")
     g.add_argument("--classes", type=int, default=10, help="number of classes d_y (default 10)")
     g.add_argument("--layer-dim", type=int, required=layer_dim_required, default=None if layer_dim_required else 128,
-                   help="layer width d_z = the reservoir's output size" + ("" if layer_dim_required else " (default 128)"))
+                   help="layer width d_z = the reservoir's output size"
+                        + ("" if layer_dim_required else " (default 128)"))
     g.add_argument("--gamma", type=float, default=2.0, help="γ of the target g_N (default 2)")
-    g.add_argument("--sigmas", type=_float_list, default=(0.5, 0.1, 1.0), help="σx,σy,σz of the target (default .5,.1,1)")
+    g.add_argument("--sigmas", type=_float_list, default=(0.5, 0.1, 1.0),
+                   help="σx,σy,σz of the target (default .5,.1,1)")
 
 
-def _add_dynamics(p: argparse.ArgumentParser, feedback_default: float) -> None:
-    g = p.add_argument_group("reservoir dynamics (defaults: SPEC §4)")
+def _add_dynamics(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reservoir dynamics (defaults: SPEC §4, except feedback)")
     g.add_argument("--connectivity", type=float, default=0.1, help="connection probability p of W_r (default 0.1)")
     g.add_argument("--gain", type=float, default=1.2, help="spectral scaling λ of W_r (default 1.2)")
     g.add_argument("--tau", type=float, default=5.0, help="time constant τ in ms (default 5)")
     g.add_argument("--dt", type=float, default=1.0, help="Euler step dt in ms (default 1)")
     g.add_argument("--steps-per-sample", type=int, default=20, help="steps T each sample is presented (default 20)")
     g.add_argument("--input-scale", type=float, default=1.0, help="W_in ~ U(-1,1) times this (default 1)")
-    g.add_argument("--feedback-scale", type=float, default=feedback_default,
-                   help=f"W_fb ~ U(-1,1) times this; 0 = no feedback (default {feedback_default:g})")
+    g.add_argument("--feedback-scale", type=float, default=0.0,
+                   help="W_fb ~ U(-1,1) times this (SPEC §4: 1). Default 0: g_N is O(1e-3), so the fed-back "
+                        "output barely moves the reservoir (force with feedback 1 and ridge without give the same "
+                        "fit), --learner ridge needs none, and without it one run serves several windows")
     g.add_argument("--rate-noise", type=float, default=0.0, help="uniform noise ±this on the rates (default 0)")
     g.add_argument("--output-noise", type=float, default=0.0, help="uniform noise ±this on the readout (default 0)")
     g.add_argument("--input-projection", type=int, default=None,
@@ -71,22 +74,29 @@ def _add_stream(p: argparse.ArgumentParser, samples: int, streams: int) -> None:
     g.add_argument("--samples", type=int, default=samples, help=f"samples learned from / scored (default {samples})")
     g.add_argument("--streams", type=int, default=streams,
                    help=f"parallel streams, one reservoir copy each (default {streams})")
-    g.add_argument("--washout", type=int, default=20, help="unscored samples per stream before the window fills (default 20)")
+    g.add_argument("--washout", type=int, default=20,
+                   help="unscored samples per stream before the window fills (default 20)")
     g.add_argument("--stream", choices=STREAM_KINDS, default="random",
                    help="random: x ~ N(0, I); clusters: x around a random centre per class (default random)")
 
 
-def _add_learning(p: argparse.ArgumentParser, learner_default: str, alpha_default: str) -> None:
+def _add_learning(p: argparse.ArgumentParser) -> None:
+    default = LearnSettings()
+    alphas = ",".join(f"{a:g}" for a in RIDGE_ALPHAS)
     g = p.add_argument_group("readout learning")
-    g.add_argument("--learner", choices=("force", "delta", "ridge"), default=learner_default,
-                   help=f"force: recursive least squares; delta: the paper's delta rule; ridge: the readout force "
-                        f"reaches, in one solve (exact without feedback) (default {learner_default})")
-    g.add_argument("--lr", type=float, default=5e-4, help="delta-rule learning rate η (default 5e-4)")
-    g.add_argument("--alpha", type=_float_list, default=_float_list(alpha_default),
+    g.add_argument("--learner", choices=("ridge", "force", "delta"), default="ridge",
+                   help="ridge: batch least squares, α chosen on a validation stream; the readout force reaches "
+                        "when the readout does not feed back (needs --feedback-scale 0); force: recursive least "
+                        "squares, learning in the closed loop (use it with feedback); delta: the paper's delta rule "
+                        "(default ridge)")
+    g.add_argument("--lr", type=float, default=default.lr, help=f"delta-rule learning rate η (default {default.lr:g})")
+    g.add_argument("--alpha", type=_float_list, default=None,
                    help=f"force/ridge penalty α (P0 = I/α); several comma-separated values (ridge only) are tried on "
-                        f"a validation stream and the best is kept (default {alpha_default})")
-    g.add_argument("--validation", type=float, default=0.25,
-                   help="validation stream for choosing α, as a fraction of --samples (default 0.25)")
+                        f"a validation stream and the best is kept (default: {alphas} for ridge, {FORCE_ALPHA:g} "
+                        f"for force)")
+    g.add_argument("--validation", type=float, default=default.validation,
+                   help=f"validation stream for choosing α, as a fraction of --samples "
+                        f"(default {default.validation:g})")
     g.add_argument("--every-step", action="store_true",
                    help="learn at each of the T steps of a sample (default: once, at its last step)")
 
@@ -175,7 +185,8 @@ def cmd_memory_capacity(args: argparse.Namespace) -> int:
     if args.reservoir:
         reservoirs = [Reservoir.load(args.reservoir, device=args.device)]
     else:
-        reservoirs = [Reservoir(_config(args, m, 2), dtype=DTYPES[args.dtype], device=args.device) for m in args.units]
+        configs = [_config(args, m, 2) for m in args.units]  # validate all sizes first
+        reservoirs = (Reservoir(cfg, dtype=DTYPES[args.dtype], device=args.device) for cfg in configs)
     print(f"| units | MC (delays 1..{args.max_delay}) | r² at delays 0..5 |")
     print("|---|---|---|")
     for reservoir in reservoirs:
@@ -201,9 +212,9 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--units", type=int, required=True, help="reservoir size M")
     p.add_argument("--out", required=True, help="file to write (weights only, torch.save)")
     _add_sizes(p, layer_dim_required=True)
-    _add_dynamics(p, feedback_default=1.0)
+    _add_dynamics(p)
     _add_stream(p, samples=4096, streams=32)
-    _add_learning(p, learner_default="force", alpha_default="1")
+    _add_learning(p)
     _add_device(p)
     p.set_defaults(func=cmd_train)
 
@@ -227,23 +238,25 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
 
     p = sub.add_parser("capacity", help="frozen fit over windows N × reservoir sizes M: table and heatmap",
                        description="Train (a priori) and evaluate (frozen) a reservoir for every window N and "
-                                   "size M; write capacity.csv, capacity.md and capacity.png into --out.")
+                                   "size M; write capacity.csv, capacity.md and capacity.png into --out. Without "
+                                   "feedback (the default) one run per size serves every window.")
     p.add_argument("--out", required=True, help="folder for capacity.csv, capacity.md, capacity.png")
     p.add_argument("--windows", type=_int_list, default=CAPACITY_WINDOWS, help="windows N (default 2,4,8,16,32)")
     p.add_argument("--units", type=_int_list, default=CAPACITY_UNITS,
                    help="reservoir sizes M (default 250,500,1000,2000,4000)")
     p.add_argument("--eval-samples", type=int, default=2048, help="samples scored per cell (default 2048)")
     _add_sizes(p, layer_dim_required=False)
-    _add_dynamics(p, feedback_default=0.0)
+    _add_dynamics(p)
     _add_stream(p, samples=8192, streams=32)
-    _add_learning(p, learner_default="ridge", alpha_default="0.1,1,10,100,1000,10000")
+    _add_learning(p)
     _add_device(p)
     p.set_defaults(func=cmd_capacity)
 
     p = sub.add_parser("memory-capacity", help="Jaeger's linear memory capacity of the reservoir",
                        description="Jaeger's linear memory capacity: how much of a scalar i.i.d. input the "
                                    "reservoir's state still holds k samples later, summed over k = 1..max delay.")
-    p.add_argument("--units", type=_int_list, default=(250, 500, 1000, 2000), help="reservoir sizes (default 250..2000)")
+    p.add_argument("--units", type=_int_list, default=(250, 500, 1000, 2000),
+                   help="reservoir sizes (default 250,500,1000,2000)")
     p.add_argument("--reservoir", default=None, help="measure this saved reservoir instead")
     p.add_argument("--samples-per-unit", type=int, default=4, help="input samples per unit (default 4)")
     p.add_argument("--streams", type=int, default=32, help="parallel input streams (default 32)")
@@ -251,7 +264,7 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--driven", action="store_true",
                    help="add the scalar probe to the drive of a random a priori stream [x, y, z] (memory under load)")
     _add_sizes(p, layer_dim_required=False)
-    _add_dynamics(p, feedback_default=0.0)
+    _add_dynamics(p)
     _add_device(p)
     p.set_defaults(func=cmd_memory_capacity)
     return parser

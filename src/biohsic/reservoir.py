@@ -14,23 +14,29 @@ copy of one reservoir, all copies sharing the readout. How a sample is presented
 - ``steps_per_sample`` (T) Euler steps of :func:`~biohsic.functional.reservoir.reservoir_rates_step`;
 - the reservoir's answer for the sample is its readout :math:`o = W_o r` at the last step.
 
-Readout learning (:class:`DeltaRule`, :class:`Force`) happens by default once per sample,
-at its last step, on the output that is handed on (``every_step=True`` gives the paper's
-update at each of the T steps). The error is taken against the target of the current
-window throughout, but the state needs several of the T steps to move to the new sample,
-so the last step is the one worth fitting. A reservoir without a learner is frozen: its
-readout never changes.
+Readout learning (:class:`DeltaRule`, :class:`Force`, and :class:`Ridge`, the batch
+solution FORCE converges to when the readout does not feed back) happens by default once
+per sample, at its last step, on the output that is handed on (``every_step=True`` gives
+the paper's update at each of the T steps). The target is that of the current window
+throughout, but the state needs several of the T steps to move to the new sample, so the
+last step is the one worth fitting, and once per sample costs 1/T of the RLS work. A
+reservoir without a learner is frozen: its readout never changes.
+
+In the closed loop (the trainer), per sample::
+
+    signal = reservoir.step_sample(x, y, z)   # (K, d_z): the reservoir's g_N for each model
+    reservoir.learn(exact_g)                  # optional, the paper's online mode
 """
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +44,7 @@ from torch import Tensor, nn
 from .errors import CheckpointError, ConfigError
 from .functional.reservoir import (NONLINEARITIES, delta_rule_increment, reservoir_output, reservoir_rates_step,
                                    ridge_readout, rls_step)
+from .runs import load_torch, save_torch
 
 FILE_FORMAT = "biohsic-reservoir"
 FILE_VERSION = 1
@@ -111,7 +118,8 @@ class ReservoirConfig:
              f"--input-projection must be positive, got {self.input_projection}")
         need(self.nonlinearity in NONLINEARITIES,
              f"unknown --nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
-        need(self.n_outputs is None or self.n_outputs >= 1, f"the readout needs at least one output, got {self.n_outputs}")
+        need(self.n_outputs is None or self.n_outputs >= 1,
+             f"the readout needs at least one output, got {self.n_outputs}")
 
     def replace(self, **changes: Any) -> "ReservoirConfig":
         return dataclasses.replace(self, **changes)
@@ -199,12 +207,15 @@ class Ridge(ReadoutLearner):
     r"""Batch least squares: accumulates :math:`C = \sum r r^\top` and
     :math:`B = \sum \mathrm{target}\, r^\top` (in ``dtype``) and writes
     :math:`W_o = B (C + \alpha I)^{-1}` in :meth:`finish`
-    (:func:`~biohsic.functional.reservoir.ridge_readout`). When the readout does not feed
-    back into the reservoir (``feedback_scale = 0``) this is exactly the readout
-    :class:`Force` reaches with the same α, at a fraction of the cost (one O(M²·K)
-    accumulation per update instead of two, one O(M³) solve at the end); the readout is
-    zero until then. It also keeps :math:`\sum \mathrm{target}^2`, so that its statistics
-    can score other readouts (:func:`~biohsic.functional.reservoir.ridge_validation_sse`).
+    (:func:`~biohsic.functional.reservoir.ridge_readout`); the readout is zero until then.
+    For a reservoir whose readout does not feed back (``feedback_scale = 0``, which the
+    study functions require for it) this is exactly the readout :class:`Force` reaches
+    with the same α, at a fraction of the cost (one O(M²·K) accumulation per update
+    instead of two, one O(M³) solve at the end). With feedback, learning offline from
+    fed-back targets (teacher forcing) gives a loop that can run away once the readout
+    feeds back its own errors; use :class:`Force`, which learns in the closed loop. It
+    also keeps :math:`\sum \mathrm{target}^2`, so that its statistics can score other
+    readouts (:func:`~biohsic.functional.reservoir.ridge_validation_sse`).
     """
 
     name = "ridge"
@@ -328,10 +339,10 @@ class Reservoir(nn.Module):
         if x.shape[-1] != cfg.d_x or y.shape[-1] != cfg.d_y or z.shape[-1] != cfg.d_z:
             raise ValueError(f"the reservoir takes x, y, z of sizes {cfg.d_x}, {cfg.d_y}, {cfg.d_z}, "
                              f"got {x.shape[-1]}, {y.shape[-1]}, {z.shape[-1]}")
+        x, y, z = (v.to(self.w_in.dtype) for v in (x, y, z))
         if cfg.input_projection:
             x = x @ self.proj.transpose(0, 1)
-        inputs = torch.cat([x, y, z], -1).to(self.w_in.dtype)
-        return inputs @ self.w_in.transpose(0, 1)
+        return torch.cat([x, y, z], -1) @ self.w_in.transpose(0, 1)
 
     @torch.no_grad()
     def step_current(self, current: Tensor, target: Tensor | None = None) -> Tensor:
@@ -344,7 +355,8 @@ class Reservoir(nn.Module):
         if self.u is None:
             self._start(current.shape[0])
         elif self.u.shape[0] != current.shape[0]:
-            raise ValueError(f"the reservoir holds {self.u.shape[0]} models, got {current.shape[0]}; call reset() first")
+            raise ValueError(f"the reservoir holds {self.u.shape[0]} models, got {current.shape[0]}; "
+                             f"call reset() first")
         if target is not None:
             target = target.to(self.w_out.dtype)
         learn_each = target is not None and self.learner.every_step
@@ -352,8 +364,8 @@ class Reservoir(nn.Module):
         w_fb = self.w_fb if cfg.feedback_scale != 0 else None
         u, r, o = self.u, self.r, self.o
         for step in range(cfg.steps_per_sample):
-            u, r = reservoir_rates_step(u, r, o, current, self.w_rec, w_fb=w_fb, gain=cfg.gain, dt=cfg.dt,
-                                        tau=cfg.tau, nonlinearity=cfg.nonlinearity,
+            u, r = reservoir_rates_step(u, r, o, current, self.w_rec, w_fb=w_fb,
+                                        gain=cfg.gain, dt=cfg.dt, tau=cfg.tau, nonlinearity=cfg.nonlinearity,
                                         rate_noise=self._uniform_noise(u, cfg.rate_noise))
             if need_output or step == cfg.steps_per_sample - 1:
                 o = reservoir_output(r, self.w_out, self._uniform_noise(o, cfg.output_noise))
@@ -386,7 +398,8 @@ class Reservoir(nn.Module):
         tensors = {name: buf.detach().cpu() for name, buf in self.named_buffers()}
         payload = {"format": FILE_FORMAT, "version": FILE_VERSION, "config": self.config.to_dict(),
                    "dtype": str(self.w_in.dtype).removeprefix("torch."), "tensors": tensors, "info": dict(info or {})}
-        atomic_write(path, lambda handle: torch.save(payload, handle))
+        with writing_to(path):
+            save_torch(Path(path), payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, expect_window: int | None = None,
@@ -434,13 +447,9 @@ def read_reservoir_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"reservoir file {path} not found; train one with `biohsic reservoir train --out {path}`")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a damaged file
-        raise CheckpointError(f"{path} is not a readable reservoir file ({type(exc).__name__}); "
-                              f"train a new one with `biohsic reservoir train`") from None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        payload = load_torch(path)
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise CheckpointError(f"{path} is not a reservoir file (no '{FILE_FORMAT}' header); "
                               f"train one with `biohsic reservoir train`")
@@ -450,16 +459,11 @@ def read_reservoir_file(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write a file through ``write(handle)`` into a temporary file of the same folder, then
-    move it into place with ``os.replace``: readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def writing_to(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failure to write ``path`` (a folder that cannot be created or written) into
+    one-line :class:`~biohsic.errors.ConfigError`."""
     try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror}); choose a writable --out") from None

@@ -36,11 +36,14 @@ from .functional.modulator import modulatory_signal
 from .functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
                                    ridge_validation_sse, row_cosines)
 from .network import HiddenLayer
-from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, Ridge, atomic_write
+from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, Ridge, writing_to
+from .runs import atomic_write_bytes, atomic_write_text
 
 STREAM_KINDS = ("random", "clusters")
 CAPACITY_WINDOWS = (2, 4, 8, 16, 32)
 CAPACITY_UNITS = (250, 500, 1000, 2000, 4000)
+RIDGE_ALPHAS = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+FORCE_ALPHA = 1e4
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,22 @@ class LearnSettings:
     on a separate validation stream of ``validation`` × the training samples (data seed
     + 1 000 000), and the best is kept for each window: a bigger reservoir needs a
     stronger penalty for the same number of samples, so a fixed α would confound the
-    capacity study with over-fitting.
+    capacity study with over-fitting (the classic FORCE α = 1 over-fits g_N: frozen R² < 0
+    at M = 2000 with 4096 samples), and the best α depends on the rates' scale, so on the
+    dynamics (1e3–1e5 with SPEC §4's, ≤ 100 with a weak input). ``None``: the grid
+    :data:`RIDGE_ALPHAS` for ridge, :data:`FORCE_ALPHA` for force (what the validation picks
+    with SPEC §4's dynamics).
     """
 
     learner: str = "force"
     lr: float = 5e-4
-    alphas: tuple[float, ...] = (1.0,)
+    alphas: tuple[float, ...] | None = None
     every_step: bool = False
     validation: float = 0.25
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        alphas = self.alphas if self.alphas is not None else RIDGE_ALPHAS if self.learner == "ridge" else (FORCE_ALPHA,)
+        object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
         if self.learner not in LEARNERS:
             raise ConfigError(f"unknown --learner {self.learner!r}; choose one of {', '.join(LEARNERS)}")
         if not self.alphas or min(self.alphas) <= 0:
@@ -206,8 +214,8 @@ def _train(config: ReservoirConfig, windows: Sequence[int], train: StreamSetting
     side (``n_outputs = len(windows)·d_z``); returns it frozen and reset, with the online R²
     per window (NaN for ``ridge``, whose readout exists only at the end) and the α used."""
     if learn.learner == "ridge" and config.feedback_scale != 0:
-        raise ConfigError("--learner ridge needs --feedback-scale 0 (its readout is zero while it learns, so the "
-                          "feedback would differ between training and use); use --learner force with feedback")
+        raise ConfigError("--learner ridge needs --feedback-scale 0 (its readout exists only after training, so it "
+                          "never learns with its own output fed back); with feedback use --learner force")
     skip = train.washout + max(windows) - 1
     stream = make_stream(config, train, skip + train.per_stream(), dtype=dtype, device=device)
     targets = _stream_targets(config, stream, windows)
@@ -264,7 +272,7 @@ def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor
     with torch.no_grad():
         for start in range(0, n, step):
             cache = layer.forward_cache(x[start:start + step].unsqueeze(1))
-            pred, true = (torch.cat([p.flatten(1) for p in hidden_local_grad(cache, s[start:start + step].unsqueeze(1))],
+            pred, true = (torch.cat([p.flatten(1) for p in hidden_local_grad(cache, s[start:start + step, None])],
                                     1).double() for s in (output, target))
             sse = sse + (pred - true).square().sum()
             t_sum = t_sum + true.sum(0)
@@ -317,8 +325,9 @@ def capacity_study(base: ReservoirConfig, train: StreamSettings, evaluation: Str
     fit degrade with N and recover with M?).
 
     With feedback off (``base.feedback_scale == 0``) the reservoir's dynamics do not depend
-    on its readout, so one run per M trains a readout for all windows at once (the RLS
-    matrix P is shared by all outputs); with feedback on, each (N, M) is its own run.
+    on its readout, so one run per M trains a readout for all windows at once (RLS's P,
+    or ridge's rate covariance, is shared by all outputs); with feedback on, each (N, M)
+    is its own run.
     The data stream is the same for every cell.
     """
     for n in windows:  # validate every cell before the first (long) run
@@ -418,9 +427,9 @@ def capacity_markdown(rows: Sequence[CapacityRow], command: str | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def capacity_heatmap(rows: Sequence[CapacityRow], handle) -> None:
-    """Two heatmaps (output R², update cosine) over window N × units M, written as PNG to
-    ``handle``. Needs matplotlib (the ``cli`` extra)."""
+def capacity_heatmap(rows: Sequence[CapacityRow]) -> bytes:
+    """Two heatmaps (output R², update cosine) over window N × units M, as PNG bytes.
+    Needs matplotlib (the ``cli`` extra)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -442,8 +451,10 @@ def capacity_heatmap(rows: Sequence[CapacityRow], handle) -> None:
         ax.set_ylabel("window N")
         ax.set_title(f"frozen reservoir: {title}")
         fig.colorbar(image, ax=ax)
-    fig.savefig(handle, format="png", dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def write_capacity(rows: Sequence[CapacityRow], out_dir, command: str | None = None) -> str:
@@ -451,7 +462,9 @@ def write_capacity(rows: Sequence[CapacityRow], out_dir, command: str | None = N
     (atomically); returns the Markdown."""
     out = Path(out_dir)
     markdown = capacity_markdown(rows, command)
-    atomic_write(out / "capacity.csv", lambda h: h.write(capacity_csv(rows)), mode="w")
-    atomic_write(out / "capacity.md", lambda h: h.write(markdown), mode="w")
-    atomic_write(out / "capacity.png", lambda h: capacity_heatmap(rows, h))
+    png = capacity_heatmap(rows)
+    with writing_to(out):
+        atomic_write_text(out / "capacity.csv", capacity_csv(rows))
+        atomic_write_text(out / "capacity.md", markdown)
+        atomic_write_bytes(out / "capacity.png", png)
     return markdown

@@ -84,7 +84,7 @@ def test_eval_of_a_missing_or_corrupt_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
     code, _, err = run(["reservoir", "eval", str(bad)], capsys)
-    assert code == 2 and "not a readable reservoir file" in one_error_line(err)
+    assert code == 2 and "not a readable" in one_error_line(err)
 
 
 @pytest.mark.parametrize("units", ["0", "-3"])
@@ -99,7 +99,7 @@ def test_non_positive_units_exit_2(tmp_path, capsys, units):
 
 def test_several_alphas_need_ridge(tmp_path, capsys):
     code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
-                        "--alpha", "1,10", "--out", str(tmp_path / "x.pt")], capsys)
+                        "--learner", "force", "--alpha", "1,10", "--out", str(tmp_path / "x.pt")], capsys)
     assert code == 2 and "--learner ridge" in one_error_line(err)
 
 
@@ -124,3 +124,17 @@ def test_memory_capacity_prints_one_row_per_size(saved, capsys):
                         "--max-delay", "3", "--streams", "4", "--driven"], capsys)
     assert code == 0 and "| 30 |" in out
     assert Reservoir.load(saved).config.units == 30
+
+
+def test_ridge_with_feedback_exits_2(tmp_path, capsys):
+    code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
+                        "--feedback-scale", "1", "--out", str(tmp_path / "x.pt")], capsys)
+    assert code == 2 and "--learner force" in one_error_line(err)
+
+
+def test_unwritable_output_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
+                        "--samples", "8", "--out", str(blocker / "x.pt"), *FAST], capsys)
+    assert code == 2 and "choose a writable --out" in one_error_line(err)

@@ -132,7 +132,8 @@ def r2_from_moments(sse: Tensor, target_sum: Tensor, target_sq_sum: Tensor, n: i
     r"""The coefficient of determination from running sums over n samples:
 
     .. math:: R^2 = 1 - \frac{\sum_t \|o_t - g_t\|^2}{\sum_t \|g_t - \bar g\|^2},
-              \qquad \sum_t \|g_t - \bar g\|^2 = \sum_i \Big(\sum_t g_{ti}^2 - \tfrac{1}{n}\big(\textstyle\sum_t g_{ti}\big)^2\Big)
+              \qquad \sum_t \|g_t - \bar g\|^2
+              = \sum_i \Big(\sum_t g_{ti}^2 - \tfrac{1}{n}\big(\textstyle\sum_t g_{ti}\big)^2\Big)
 
     ``sse`` = :math:`\sum_t\|o_t - g_t\|^2`, ``target_sum`` and ``target_sq_sum`` the per-
     coordinate sums of :math:`g` and :math:`g^2`. Lets a long evaluation accumulate in chunks.
@@ -177,7 +178,8 @@ def memory_capacity(states: Tensor, inputs: Tensor, *, max_delay: int, train_fra
     the input :math:`u_{t-k}` by ridge regression on the first ``train_fraction`` of the
     time steps, and scored on the rest by the squared correlation
 
-    .. math:: r_k^2 = \frac{\operatorname{cov}^2(\hat u_{t-k}, u_{t-k})}{\operatorname{var}(\hat u)\operatorname{var}(u)},
+    .. math:: r_k^2 = \frac{\operatorname{cov}^2(\hat u_{t-k}, u_{t-k})}
+                             {\operatorname{var}(\hat u)\operatorname{var}(u)},
               \qquad \mathrm{MC} = \sum_{k=1}^{k_{max}} r_k^2 .
 
     For i.i.d. inputs MC ≤ M (the number of units), with equality in the limit for a
