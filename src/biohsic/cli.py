@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import DTYPES, MEMORY_MODES, MODULATORS, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, TrainConfig
+from .config import (DTYPES, MEMORY_MODES, MODULATORS, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING,
+                     TrainConfig)
 from .errors import BiohsicError
 
 
@@ -45,7 +46,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
     add("--modulator", default="exact", choices=MODULATORS,
         help="modulatory signal: exact gradient (default), the authors' 'paper' signal, or a reservoir")
-    add("--reservoir", help="trained reservoir file for --modulator reservoir")
+    add("--reservoir", help="--modulator reservoir: one trained reservoir file per hidden layer, comma-separated, "
+                            "or the folder `biohsic reservoir train-task` wrote (layer0.pt, layer1.pt, …)")
+    add("--reservoir-learning", default="frozen", choices=RESERVOIR_LEARNING,
+        help="--modulator reservoir: frozen readouts (default, the closed loop); delta: the paper's mode, the readout "
+             "keeps learning online against the exact g_N (delta rule at every time step, η 5e-4); force: the same "
+             "by recursive least squares")
     add("--readout-update", default="window", choices=READOUT_UPDATES,
         help="readout delta rule averaged over the window (default, as the authors) or the newest sample")
     add("--memory", default="stored", choices=MEMORY_MODES,
@@ -65,14 +71,16 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--data-seed", type=int, default=0, help="seed of the synthetic data and of the digits split")
     add("--device", default="cpu", help="cpu or cuda (default cpu)")
     add("--dtype", default="float32", choices=DTYPES)
+    add("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
+        "whose per-sample operations are too small to share; all cores for minibatch rules)")
 
 
 def config_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
     return TrainConfig(
         task=args.task, window=args.window, gamma=args.gamma, sigmas=args.sigmas, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, hidden=args.hidden, modulator=args.modulator,
-        reservoir=args.reservoir, readout_update=args.readout_update, memory=args.memory,
-        neuron=args.neuron, steps_per_sample=args.steps_per_sample, tau=args.tau,
+        reservoir=args.reservoir, reservoir_learning=args.reservoir_learning, readout_update=args.readout_update,
+        memory=args.memory, neuron=args.neuron, steps_per_sample=args.steps_per_sample, tau=args.tau,
         hsic_normalized=args.hsic_normalized, phsic_kernel=args.phsic_kernel, phsic_sigma=args.phsic_sigma,
         phsic_horizon=args.phsic_horizon,
         batch_size=args.batch_size, data_dir=args.data_dir, data_seed=args.data_seed, device=args.device,
@@ -93,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out) if args.out else default_run_dir(config)
     if (run_dir / "checkpoint.pt").exists() and not args.resume:
         raise BiohsicError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    trainer = Trainer(config, run_dir=run_dir, progress=not args.no_progress, download=args.download)
+    trainer = Trainer(config, run_dir=run_dir, progress=not args.no_progress, download=args.download,
+                      threads=args.threads)
     if args.resume and trainer.resume():
         print(f"resuming {run_dir} after epoch {trainer.epoch}", file=sys.stderr)
     print(f"run folder: {run_dir}", file=sys.stderr)

@@ -157,7 +157,7 @@ def _log(message: str) -> None:
 
 
 def run_entry(entry: Entry, state: str, dataset: Dataset, *, progress: bool = False,
-              log: Callable[[str], None] = _log) -> dict[str, Any]:
+              log: Callable[[str], None] = _log, threads: int | None = None) -> dict[str, Any]:
     """Train (or resume) ``entry``'s run unless ``state`` is ``"reuse"``; return its summary.
     A diverged run is recorded as such (its summary says so), not raised."""
 
@@ -166,7 +166,7 @@ def run_entry(entry: Entry, state: str, dataset: Dataset, *, progress: bool = Fa
         log(f"{entry.label}: reusing {entry.run_dir} ({summary['status']}, {summary['epochs_completed']} epochs)")
         return summary
     cfg = entry.config
-    trainer = Trainer(cfg, run_dir=entry.run_dir, dataset=dataset, progress=progress)
+    trainer = Trainer(cfg, run_dir=entry.run_dir, dataset=dataset, progress=progress, threads=threads)
     if state == "resume" and trainer.resume():
         log(f"{entry.label}: resuming {entry.run_dir} after epoch {trainer.epoch}")
     else:
@@ -294,7 +294,7 @@ def write_outputs(rows: Sequence[Row], out: Path) -> None:
 
 
 def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, download: bool = False,
-            progress: bool = False, log: Callable[[str], None] = _log) -> list[Row]:
+            progress: bool = False, log: Callable[[str], None] = _log, threads: int | None = None) -> list[Row]:
     """Run every rule of ``rules`` with ``base``'s settings and seeds into ``out``; write and
     return the table's rows. Everything is checked (labels, settings, data, existing run
     folders) before the first run trains."""
@@ -303,7 +303,7 @@ def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, d
     states = [run_state(entry) for entry in entries]
     cfg = entries[0].config
     dataset = load_task(cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
-    rows = [summarize(entry, run_entry(entry, state, dataset, progress=progress, log=log))
+    rows = [summarize(entry, run_entry(entry, state, dataset, progress=progress, log=log, threads=threads))
             for entry, state in zip(entries, states)]
     write_outputs(rows, out)
     return rows
@@ -345,7 +345,8 @@ def cmd_compare(args) -> int:
 
     base = config_from_args(args, seed=args.seed, seeds=args.seeds)
     out = Path(args.out) if args.out else default_out(base)
-    rows = compare(base, args.rules, out, download=args.download, progress=not args.no_progress)
+    rows = compare(base, args.rules, out, download=args.download, progress=not args.no_progress,
+                   threads=args.threads)
     written = [str(out / name) for name in ("compare.md", "compare.csv", "compare.png") if (out / name).exists()]
     _log(f"wrote {', '.join(written)}")
     print(markdown_table(rows), end="")

@@ -54,6 +54,7 @@ def one_line_error(capsys, *args):
     (["train", "--task", "xor", "--modulator", "oracle"], "invalid choice"),
     (["train", "--task", "mnist", "--data-dir", "/nonexistent/dir"], "mnist"),
     (["train", "--task", "xor", "--resume"], "--resume needs --out"),
+    (["train", "--task", "xor", "--threads", "0"], "--threads must be at least 1"),
     (["train", "--task", "xor", "--modulator", "reservoir"], "--reservoir FILE"),
     (["train", "--task", "xor", "--device", "cuda:7"], "cuda"),
 ])

@@ -108,3 +108,15 @@ def test_runs_on_cuda():
 
 def test_dataset_type_is_the_public_one():
     assert isinstance(small_xor(), Dataset)
+
+
+def test_streaming_rules_train_on_one_thread_and_restore_the_setting(monkeypatch):
+    seen = []
+    trainer = Trainer(TrainConfig(**FAST), dataset=small_xor())
+    original = trainer.train_epoch
+    monkeypatch.setattr(trainer, "train_epoch", lambda epoch: (seen.append(torch.get_num_threads()), original(epoch))[1])
+    before = torch.get_num_threads()
+    trainer.run()
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert Trainer(TrainConfig(**FAST, rule="bp"), dataset=small_xor()).threads is None
+    assert Trainer(TrainConfig(**FAST), dataset=small_xor(), threads=2).threads == 2
