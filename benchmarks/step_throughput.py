@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from biohsic.config import TrainConfig
 from biohsic.network import Network
 from biohsic.rules import build_rule
+from biohsic.train import make_optimizer
 
 SHAPES = {"digits": (64, (128, 64), 10), "fashion-mnist": (784, (128, 64), 10)}
 
@@ -31,7 +32,7 @@ def measure(shape: str, window: int, models: int, modulator: str, memory: str, s
                       seeds=models).resolved()
     net = Network([d_in, *hidden, classes], seeds=range(models))
     rule = build_rule(net, cfg)
-    optimizer = torch.optim.AdamW(rule.trainable_parameters(), lr=1e-4)
+    optimizer = make_optimizer(rule.trainable_parameters(), cfg)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(steps + window, models, 1, d_in, generator=gen)
     y = F.one_hot(torch.randint(0, classes, (steps + window, models, 1), generator=gen), classes).float()

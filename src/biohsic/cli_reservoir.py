@@ -69,15 +69,15 @@ def _add_dynamics(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the reservoir's matrices and of the data (default 0)")
 
 
-def _add_stream(p: argparse.ArgumentParser, samples: int, streams: int) -> None:
+def _add_stream(p: argparse.ArgumentParser, samples: int, streams: int, kind: str = "random") -> None:
     g = p.add_argument_group("a priori stream")
     g.add_argument("--samples", type=int, default=samples, help=f"samples learned from / scored (default {samples})")
     g.add_argument("--streams", type=int, default=streams,
                    help=f"parallel streams, one reservoir copy each (default {streams})")
     g.add_argument("--washout", type=int, default=20,
                    help="unscored samples per stream before the window fills (default 20)")
-    g.add_argument("--stream", choices=STREAM_KINDS, default="random",
-                   help="random: x ~ N(0, I); clusters: x around a random centre per class (default random)")
+    g.add_argument("--stream", choices=STREAM_KINDS, default=kind,
+                   help=f"random: x ~ N(0, I); clusters: x around a random centre per class (default {kind})")
 
 
 def _add_learning(p: argparse.ArgumentParser) -> None:
@@ -106,15 +106,27 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="reservoir precision (default float32)")
 
 
+def _add_training_options(p: argparse.ArgumentParser, samples: int, kind: str = "random") -> None:
+    """What every command that trains a readout takes: dynamics, stream, learning, device."""
+    _add_dynamics(p)
+    _add_stream(p, samples=samples, streams=32, kind=kind)
+    _add_learning(p)
+    _add_device(p)
+
+
+def _dynamics(args: argparse.Namespace) -> dict:
+    """The dynamics options of :func:`_add_dynamics` as ReservoirConfig fields."""
+    return dict(connectivity=args.connectivity, gain=args.gain, tau=args.tau, dt=args.dt,
+                steps_per_sample=args.steps_per_sample, input_scale=args.input_scale,
+                feedback_scale=args.feedback_scale, rate_noise=args.rate_noise, output_noise=args.output_noise,
+                input_projection=args.input_projection, nonlinearity=args.nonlinearity, seed=args.seed)
+
+
 def _config(args: argparse.Namespace, units: int, window: int) -> ReservoirConfig:
     if len(args.sigmas) != 3:
         raise ConfigError(f"--sigmas takes three values σx,σy,σz, got {len(args.sigmas)}")
     return ReservoirConfig(d_x=args.input_dim, d_y=args.classes, d_z=args.layer_dim, units=units, window=window,
-                           gamma=args.gamma, sigmas=args.sigmas, connectivity=args.connectivity, gain=args.gain,
-                           tau=args.tau, dt=args.dt, steps_per_sample=args.steps_per_sample,
-                           input_scale=args.input_scale, feedback_scale=args.feedback_scale,
-                           rate_noise=args.rate_noise, output_noise=args.output_noise,
-                           input_projection=args.input_projection, nonlinearity=args.nonlinearity, seed=args.seed)
+                           gamma=args.gamma, sigmas=args.sigmas, **_dynamics(args))
 
 
 def _stream(args: argparse.Namespace, data_seed: int, task_seed: int, kind: str | None = None) -> StreamSettings:
@@ -140,6 +152,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"saved {args.out}: units={config.units} window={config.window} dims={config.d_x}/{config.d_y}/{config.d_z} "
           f"learner={args.learner} samples={args.samples} online_r2={summary['online_r2']:.4f} "
           f"seconds={time.perf_counter() - start:.1f}")
+    return 0
+
+
+def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
+    """One reservoir config per hidden layer of the network ``biohsic train`` builds for
+    ``args.task`` (its defaults, or --hidden, --window, --gamma, --sigmas as given): sizes
+    (d_x, classes, d_ℓ), the run's window and target; reservoir ℓ has seed --seed + ℓ."""
+    from .config import TrainConfig
+    from .data import load_task
+
+    run = TrainConfig(task=args.task, hidden=args.hidden, window=args.window, gamma=args.gamma,
+                      sigmas=args.sigmas, data_dir=args.data_dir).resolved()
+    data = load_task(run.task, data_dir=run.data_dir)
+    dynamics = _dynamics(args)
+    return [ReservoirConfig(d_x=data.n_features, d_y=data.n_classes, d_z=width, units=args.units, window=run.window,
+                            gamma=run.gamma, sigmas=run.sigmas, **{**dynamics, "seed": args.seed + layer})
+            for layer, width in enumerate(run.hidden)]
+
+
+def cmd_train_task(args: argparse.Namespace) -> int:
+    from .reservoir_loop import layer_file
+
+    configs = task_reservoir_configs(args)  # validates every layer's config before the first run
+    start = time.perf_counter()
+    for layer, config in enumerate(configs):
+        reservoir, summary = train_apriori(config, _stream(args, config.seed, config.seed), _learn(args),
+                                          dtype=DTYPES[args.dtype], device=args.device)
+        path = layer_file(args.out, layer)
+        reservoir.save(path, info=summary)
+        print(f"saved {path}: units={config.units} window={config.window} "
+              f"dims={config.d_x}/{config.d_y}/{config.d_z} online_r2={summary['online_r2']:.4f} "
+              f"alpha={summary['alpha']:g}")
+    print(f"trained {len(configs)} reservoir(s) in {time.perf_counter() - start:.1f} s; use them with "
+          f"`biohsic train --task {args.task} --modulator reservoir --reservoir {args.out}` and the same "
+          f"--hidden/--window/--gamma/--sigmas")
     return 0
 
 
@@ -199,7 +246,7 @@ def cmd_memory_capacity(args: argparse.Namespace) -> int:
 
 
 def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``reservoir`` with the sub-commands ``train``, ``eval``, ``capacity`` and
+    """Add ``reservoir`` with the sub-commands ``train``, ``train-task``, ``eval``, ``capacity`` and
     ``memory-capacity`` to the ``biohsic`` parser's sub-parsers; returns its parser."""
     parser = subparsers.add_parser("reservoir", help="the working-memory reservoir (SPEC §4)",
                                    description="Train, evaluate and study the reservoir that outputs g_N.")
@@ -212,11 +259,26 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--units", type=int, required=True, help="reservoir size M")
     p.add_argument("--out", required=True, help="file to write (weights only, torch.save)")
     _add_sizes(p, layer_dim_required=True)
-    _add_dynamics(p)
-    _add_stream(p, samples=4096, streams=32)
-    _add_learning(p)
-    _add_device(p)
+    _add_training_options(p, samples=4096)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-task", help="train one reservoir per hidden layer of a task's network, a priori",
+                       description="Train, a priori on an unrelated stream, the reservoirs `biohsic train --modulator "
+                                   "reservoir` needs for a task: one per hidden layer, with the task's input size, "
+                                   "classes, layer width, window and target (γ, σ), written to --out/layer0.pt, "
+                                   "layer1.pt, …; pass --out as --reservoir. The default stream is label-"
+                                   "correlated (clusters): in the closed loop, readouts trained on it fit g_N far "
+                                   "better than readouts trained on x ~ N(0, I) (docs/reservoir.md).")
+    p.add_argument("--task", default="digits", help="the task whose network the reservoirs serve (default digits)")
+    p.add_argument("--hidden", type=_int_list, default=None, help="hidden widths (default: the task's)")
+    p.add_argument("--window", type=int, default=None, help="window N (default: the task's)")
+    p.add_argument("--gamma", type=float, default=None, help="γ of the target g_N (default: the task's)")
+    p.add_argument("--sigmas", type=_float_list, default=None, help="σx,σy,σz of the target (default: the task's)")
+    p.add_argument("--data-dir", default=None, help="folder of the task's files (file-based tasks)")
+    p.add_argument("--units", type=int, required=True, help="reservoir size M of every layer's reservoir")
+    p.add_argument("--out", required=True, help="folder for layer0.pt, layer1.pt, …")
+    _add_training_options(p, samples=4096, kind="clusters")
+    p.set_defaults(func=cmd_train_task)
 
     p = sub.add_parser("eval", help="score a saved reservoir, frozen, on unseen windows",
                        description="Report R² and mean cosine of the frozen reservoir's output against the exact "
@@ -246,10 +308,7 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
                    help="reservoir sizes M (default 250,500,1000,2000,4000)")
     p.add_argument("--eval-samples", type=int, default=2048, help="samples scored per cell (default 2048)")
     _add_sizes(p, layer_dim_required=False)
-    _add_dynamics(p)
-    _add_stream(p, samples=8192, streams=32)
-    _add_learning(p)
-    _add_device(p)
+    _add_training_options(p, samples=8192)
     p.set_defaults(func=cmd_capacity)
 
     p = sub.add_parser("memory-capacity", help="Jaeger's linear memory capacity of the reservoir",

@@ -19,3 +19,9 @@ class DivergenceError(BiohsicError):
 
 class CheckpointError(BiohsicError):
     """A saved file (checkpoint, reservoir) is missing, corrupt or does not fit the run."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, require
 from .functional.reservoir import (NONLINEARITIES, delta_rule_increment, reservoir_output, reservoir_rates_step,
                                    ridge_readout, rls_step)
 from .runs import load_torch, save_torch
@@ -98,27 +98,23 @@ class ReservoirConfig:
         return (self.input_projection or self.d_x) + self.d_y + self.d_z
 
     def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
-        need(self.units >= 1, f"--units must be positive (the reservoir's size), got {self.units}")
+        require(self.units >= 1, f"--units must be positive (the reservoir's size), got {self.units}")
         for flag, value in (("input-dim", self.d_x), ("classes", self.d_y), ("layer-dim", self.d_z)):
-            need(value >= 1, f"--{flag} must be positive, got {value}")
-        need(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
-        need(len(self.sigmas) == 3 and min(self.sigmas) > 0,
+            require(value >= 1, f"--{flag} must be positive, got {value}")
+        require(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
+        require(len(self.sigmas) == 3 and min(self.sigmas) > 0,
              f"--sigmas takes three positive values σx σy σz, got {' '.join(map(str, self.sigmas))}")
-        need(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
-        need(0 < self.connectivity <= 1, f"--connectivity must be in (0, 1], got {self.connectivity}")
-        need(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
-        need(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
-        need(self.rate_noise >= 0 and self.output_noise >= 0,
+        require(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        require(0 < self.connectivity <= 1, f"--connectivity must be in (0, 1], got {self.connectivity}")
+        require(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
+        require(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
+        require(self.rate_noise >= 0 and self.output_noise >= 0,
              f"--rate-noise and --output-noise must be non-negative, got {self.rate_noise} and {self.output_noise}")
-        need(self.input_projection is None or self.input_projection >= 1,
+        require(self.input_projection is None or self.input_projection >= 1,
              f"--input-projection must be positive, got {self.input_projection}")
-        need(self.nonlinearity in NONLINEARITIES,
+        require(self.nonlinearity in NONLINEARITIES,
              f"unknown --nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
-        need(self.n_outputs is None or self.n_outputs >= 1,
+        require(self.n_outputs is None or self.n_outputs >= 1,
              f"the readout needs at least one output, got {self.n_outputs}")
 
     def replace(self, **changes: Any) -> "ReservoirConfig":
@@ -174,7 +170,19 @@ class DeltaRule(ReadoutLearner):
         w_out.sub_(delta_rule_increment(rates, output - target, lr=self.lr).to(w_out.dtype))
 
 
-class Force(ReadoutLearner):
+class RegularizedLearner(ReadoutLearner):
+    """A least-squares readout learner with ridge penalty (or RLS prior) ``alpha`` and
+    statistics kept in ``dtype``."""
+
+    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
+        super().__init__(every_step)
+        if alpha <= 0:
+            raise ConfigError(f"--alpha must be positive, got {alpha}")
+        self.alpha = alpha
+        self.dtype = dtype
+
+
+class Force(RegularizedLearner):
     r"""FORCE learning: recursive least squares with :math:`P_0 = I/\alpha`
     (:func:`~biohsic.functional.reservoir.rls_step`).
 
@@ -186,11 +194,7 @@ class Force(ReadoutLearner):
     name = "force"
 
     def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
-        super().__init__(every_step)
-        if alpha <= 0:
-            raise ConfigError(f"--alpha must be positive, got {alpha}")
-        self.alpha = alpha
-        self.dtype = dtype
+        super().__init__(alpha, every_step, dtype)
         self.p: Tensor | None = None
 
     @torch.no_grad()
@@ -203,7 +207,7 @@ class Force(ReadoutLearner):
         w_out.sub_((error.transpose(0, 1) @ step.gain.transpose(0, 1)).to(w_out.dtype))
 
 
-class Ridge(ReadoutLearner):
+class Ridge(RegularizedLearner):
     r"""Batch least squares: accumulates :math:`C = \sum r r^\top` and
     :math:`B = \sum \mathrm{target}\, r^\top` (in ``dtype``) and writes
     :math:`W_o = B (C + \alpha I)^{-1}` in :meth:`finish`
@@ -221,11 +225,7 @@ class Ridge(ReadoutLearner):
     name = "ridge"
 
     def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
-        super().__init__(every_step)
-        if alpha <= 0:
-            raise ConfigError(f"--alpha must be positive, got {alpha}")
-        self.alpha = alpha
-        self.dtype = dtype
+        super().__init__(alpha, every_step, dtype)
         self.cov: Tensor | None = None
         self.cross: Tensor | None = None
         self.target_sq: Tensor | None = None

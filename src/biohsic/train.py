@@ -45,6 +45,16 @@ def evaluation_windows(n_test: int, window: int, count: int = EVAL_WINDOWS) -> T
     return torch.stack([torch.randperm(n_test, generator=gen)[:size] for _ in range(count)])
 
 
+def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (as the paper) with the run's learning rate and weight decay.
+
+    ``fused``: one kernel per parameter instead of about ten passes. With one update per
+    sample and K models, the optimiser step is most of a step's cost (11.5 → 6.8 ms per
+    step at K = 30, 784-128-64-10).
+    """
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+
+
 @torch.no_grad()
 def evaluate(network: Network, x: Tensor, labels: Tensor, batch: int = 8192,
              predict: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -113,8 +123,7 @@ class Trainer:
         sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
         self.network = Network(sizes, self.seeds, dtype=self.dtype).to(self.device)
         self.rule: Rule = build_rule(self.network, cfg)
-        self.optimizer = torch.optim.AdamW(self.rule.trainable_parameters(), lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(self.rule.trainable_parameters(), cfg)
         self.windows = evaluation_windows(len(self.x_test), cfg.window).to(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if threads is not None and threads < 1:
@@ -184,6 +193,7 @@ class Trainer:
         per_model = {"test_accuracy": test_acc.tolist(), "test_loss": test_loss.tolist(),
                      "train_accuracy": train_acc.tolist(), "train_loss": train_loss.tolist(), **online}
         row: dict[str, Any] = {name: sum(values) / len(values) for name, values in per_model.items()}
+        row.update(self.rule.epoch_metrics())
         row.update(epoch=epoch + 1, hsic_xz=hx.mean(0).tolist(), hsic_yz=hy.mean(0).tolist(),
                    per_model=per_model, wall_seconds=self.train_seconds,
                    samples_per_second=self.samples_seen / max(self.train_seconds, 1e-9))
@@ -298,7 +308,9 @@ def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
     ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
     wanted = json.loads(json.dumps(config.to_dict()))
     saved = read_json(run_dir / "config.json")
-    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key))
+    # a setting added to the library after the run was saved counts as its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key, defaults[key]))
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -307,4 +319,4 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]
     return Trainer(config).run()
 
 
-__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "sample_order", "train"]
+__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "make_optimizer", "sample_order", "train"]

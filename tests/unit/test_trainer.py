@@ -120,3 +120,16 @@ def test_streaming_rules_train_on_one_thread_and_restore_the_setting(monkeypatch
     assert seen == [1, 1] and torch.get_num_threads() == before
     assert Trainer(TrainConfig(**FAST, rule="bp"), dataset=small_xor()).threads is None
     assert Trainer(TrainConfig(**FAST), dataset=small_xor(), threads=2).threads == 2
+
+
+def test_a_setting_missing_from_an_older_run_counts_as_its_default(tmp_path):
+    from biohsic.train import differing_settings
+
+    data = small_xor()
+    Trainer(TrainConfig(**FAST), run_dir=tmp_path, dataset=data).run()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["phsic_kernel"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert differing_settings(Trainer(TrainConfig(**FAST), dataset=data).config, tmp_path) == []
+    other = Trainer(TrainConfig(**FAST, phsic_kernel="cosine"), dataset=data).config
+    assert differing_settings(other, tmp_path) == ["phsic_kernel"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig
@@ -54,6 +55,11 @@ class Rule(abc.ABC):
     def reset(self) -> None:
         """Forget all state carried between steps (working memory, previous sample)."""
 
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Rule-specific scores gathered since the last call, added to the epoch's metrics
+        (e.g. how well a reservoir's signal matched the exact g_N). Called once per epoch."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """State carried between steps, for checkpoints."""
         return {}
@@ -63,11 +69,14 @@ class Rule(abc.ABC):
 
 
 def set_grad(param: nn.Parameter, value: Tensor) -> None:
-    """Write ``value`` into ``param.grad`` (allocating it once, then copying in place)."""
+    """Write ``value`` into ``param.grad``, allocated once with the parameter's own layout.
+
+    The layout matters: autograd can return a weight's gradient as a transposed view, and
+    the fused AdamW kernel reads ``.grad`` as if it had the parameter's strides.
+    """
     if param.grad is None:
-        param.grad = value.detach().clone()
-    else:
-        param.grad.copy_(value)
+        param.grad = torch.empty_like(param)
+    param.grad.copy_(value)
 
 
 RULES: dict[str, type[Rule]] = {}

@@ -37,6 +37,15 @@ class Modulator(Protocol):
     def reset(self) -> None:
         """Forget the stream seen so far."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """State carried between steps, for checkpoints."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Scores of the signal gathered since the last call (e.g. a reservoir's fit)."""
+
 
 class KernelModulator:
     """:math:`g_N` from the working memory's kernel matrices (``kind`` exact, paper or paper-jan2024)."""
@@ -57,10 +66,20 @@ class KernelModulator:
     def reset(self) -> None:
         """A kernel modulator has no state of its own."""
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """A kernel modulator measures nothing."""
+        return {}
+
 
 def build_modulator(network: Network, config: TrainConfig) -> Modulator:
     if config.modulator == "reservoir":
-        from ..reservoir import ReservoirModulator
+        from ..reservoir_loop import ReservoirModulator
 
         return ReservoirModulator.from_config(network, config)
     return KernelModulator(config.modulator, config.gamma, config.sigmas[2])
@@ -173,11 +192,17 @@ class BioHSIC(Rule):
         set_grad(net.readout.weight, grad_w)
         set_grad(net.readout.bias, grad_b)
 
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The modulator's scores since the last call (a reservoir's cosines with the exact
+        signal; nothing for the kernel modulators)."""
+        return self.modulator.epoch_metrics()
+
     def state_dict(self) -> dict[str, Any]:
         return {"memory": self.memory.state_dict(), "time_step": self.time_step,
-                "state": list(self.state), "traces": list(self.traces)}
+                "state": list(self.state), "traces": list(self.traces), "modulator": self.modulator.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.memory.load_state_dict(state["memory"])
+        self.modulator.load_state_dict(state.get("modulator", {}))
         self.time_step = int(state.get("time_step", 0))
         self.state, self.traces = list(state.get("state", [])), list(state.get("traces", []))

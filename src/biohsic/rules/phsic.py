@@ -33,10 +33,8 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..errors import ConfigError
 from ..functional.layers import HiddenCache, hidden_local_grad
-from ..functional.phsic import (Z_KERNELS, label_kernel, pair_factor, pair_signal, phsic_signal,
-                                running_mean, z_kernel)
+from ..functional.phsic import label_kernel, pair_factor, pair_signal, phsic_signal, running_mean, z_kernel
 from ..network import Network
 from .base import Rule, register, set_grad
 from .hsic import LayerObjectiveRule

@@ -1,0 +1,193 @@
+r"""The closed loop (SPEC §4): reservoirs, not the working memory's kernels, produce the
+modulatory signal of every hidden layer while the network learns.
+
+One reservoir per hidden layer ℓ sees the stream of (x, y, z_ℓ) one sample at a time
+(:meth:`biohsic.reservoir.Reservoir.step_sample`); its readout replaces :math:`g_N` in
+the layer's update :math:`J_N^\top g_N`. Each of the K models trained side by side drives
+its own copy of the reservoir state.
+
+``learning``:
+
+- ``"frozen"`` (the system's full form): the readouts were trained a priori
+  (``biohsic reservoir train`` / ``train-task``) and never change;
+- ``"delta"`` (the paper's mode): the readout keeps learning online, by the paper's delta
+  rule at each of the T time steps (η = 5e-4), against the exact :math:`g_N` of the
+  working memory (:class:`biohsic.rules.biohsic.KernelModulator`);
+- ``"force"``: the same with recursive least squares once per sample, :math:`P_0 = I/\alpha`
+  with the α the file's readout was trained with.
+
+In the online modes the K models share one readout, which learns from all of them.
+
+Whatever the mode, the loop also measures how well the reservoir stands in for the exact
+signal, on every step where the window is full: the cosine of its output with the exact
+:math:`g_N` and the cosine of the updates :math:`J_N^\top o` and :math:`J_N^\top g_N`
+(flattened (dW, db); since :math:`dW = \delta a^\top` and :math:`db = \delta`, this is the
+cosine of the post-synaptic factors δ, :func:`biohsic.functional.hidden_drive_grad`).
+:meth:`ReservoirModulator.epoch_metrics` returns their means since it was last called.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .config import RESERVOIR_LEARNING, TrainConfig
+from .errors import CheckpointError, ConfigError
+from .functional.layers import hidden_drive_grad
+from .functional.reservoir import row_cosines
+from .memory import WorkingMemory
+from .network import Network
+from .reservoir import DeltaRule, Force, Reservoir
+from .reservoir_study import FORCE_ALPHA
+
+
+def layer_file(folder: str | os.PathLike, layer: int) -> Path:
+    """The file of hidden layer ``layer``'s reservoir in a folder written by
+    ``biohsic reservoir train-task``."""
+    return Path(folder) / f"layer{layer}.pt"
+
+
+def reservoir_paths(spec: str, n_layers: int) -> list[Path]:
+    """The reservoir file of each hidden layer: ``spec`` is a folder holding ``layer0.pt``,
+    ``layer1.pt``, … (``biohsic reservoir train-task``) or comma-separated files, one per
+    hidden layer in order."""
+    if Path(spec).is_dir():
+        return [layer_file(spec, layer) for layer in range(n_layers)]
+    paths = [Path(part.strip()) for part in spec.split(",") if part.strip()]
+    if len(paths) != n_layers:
+        raise ConfigError(f"--reservoir names {len(paths)} file(s) but the network has {n_layers} hidden layer(s); "
+                          f"give one file per hidden layer, comma-separated, or a folder made by "
+                          f"`biohsic reservoir train-task`")
+    return paths
+
+
+def check_target(reservoir: Reservoir, path: str | os.PathLike, gamma: float, sigmas: Sequence[float]) -> None:
+    """Raise :class:`~biohsic.errors.CheckpointError` unless the reservoir's readout was
+    trained for the run's γ and σx, σy, σz (another target is another signal)."""
+    cfg = reservoir.config
+    same = math.isclose(cfg.gamma, gamma) and all(math.isclose(a, b) for a, b in zip(cfg.sigmas, sigmas))
+    if not same:
+        raise CheckpointError(
+            f"{path} was trained for γ={cfg.gamma:g}, σ={','.join(f'{s:g}' for s in cfg.sigmas)}, this run uses "
+            f"γ={gamma:g}, σ={','.join(f'{s:g}' for s in sigmas)}; train one with `biohsic reservoir train-task` "
+            f"and the run's --gamma and --sigmas")
+
+
+class ReservoirModulator:
+    """Each hidden layer's signal from its own reservoir (see the module docstring).
+
+    ``reservoirs``: one per hidden layer, for the window, sizes and target of the run;
+    ``exact``: the working memory's exact modulator (the target in the online modes and
+    the reference of the loop's scores); ``network``: the network whose layers the
+    signals drive, needed for the update cosine (without it nothing is measured).
+    """
+
+    def __init__(self, reservoirs: Sequence[Reservoir], exact: Callable[..., list[Tensor]], *,
+                 learning: str = "frozen", network: Network | None = None):
+        if learning not in RESERVOIR_LEARNING:
+            raise ConfigError(f"unknown --reservoir-learning {learning!r}; "
+                              f"choose one of {', '.join(RESERVOIR_LEARNING)}")
+        self.reservoirs = list(reservoirs)
+        self.exact = exact
+        self.learning = learning
+        self.network = network
+        for reservoir in self.reservoirs:
+            if learning == "delta":
+                reservoir.learner = DeltaRule(every_step=True)
+            elif learning == "force":
+                reservoir.learner = Force(alpha=float(reservoir.info.get("alpha", FORCE_ALPHA)))
+            else:
+                reservoir.learner = None
+        self._sums: Tensor | None = None
+        self._steps = 0
+
+    @classmethod
+    def from_config(cls, network: Network, config: TrainConfig) -> "ReservoirModulator":
+        """Load the run's reservoirs (``config.reservoir``, see :func:`reservoir_paths`) onto
+        the network's device, checking that each fits its layer: window N, sizes
+        (d_x, classes, d_ℓ), γ and σ (:class:`~biohsic.errors.CheckpointError` otherwise)."""
+        from .rules.biohsic import KernelModulator
+
+        d_x, classes, widths = network.sizes[0], network.sizes[-1], network.sizes[1:-1]
+        device = network.readout.weight.device
+        reservoirs = []
+        for path, width in zip(reservoir_paths(config.reservoir, len(widths)), widths):
+            reservoir = Reservoir.load(path, expect_window=config.window, expect_dims=(d_x, classes, width),
+                                       device=device)
+            check_target(reservoir, path, config.gamma, config.sigmas)
+            reservoirs.append(reservoir)
+        return cls(reservoirs, KernelModulator("exact", config.gamma, config.sigmas[2]),
+                   learning=config.reservoir_learning, network=network)
+
+    @torch.no_grad()
+    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
+        """The newest sample's signal of every hidden layer (``x`` ``(K, d_x)``, ``y``
+        ``(K, classes)``, ``zs[l]`` ``(K, d_l)``) → one ``(K, d_l)`` tensor per layer; in the
+        online modes the readouts learn from the exact g_N once the window is full."""
+        full = memory.full
+        needed = full and (self.learning != "frozen" or self.network is not None)
+        exact = self.exact(memory, x, y, zs) if needed else [None] * len(zs)
+        signals = []
+        for reservoir, z, target in zip(self.reservoirs, zs, exact):
+            learn = target if self.learning != "frozen" else None
+            signals.append(reservoir.step_sample(x, y, z, learn).to(z.dtype))
+        if needed and self.network is not None:
+            self._record(x, zs, signals, exact)
+        return signals
+
+    def _record(self, x: Tensor, zs: list[Tensor], signals: list[Tensor], exact: list[Tensor]) -> None:
+        """Add this step's signal and update cosines to the running sums. Each layer's
+        cache is recomputed from its input (x or the previous layer's output): the weights
+        have not changed since the sample's forward pass, so it is that pass's cache."""
+        rows = []
+        inputs = [x, *zs[:-1]]
+        for layer, a, signal, target in zip(self.network.hidden, inputs, signals, exact):
+            cache = layer.forward_cache(a.unsqueeze(1))
+            deltas = [hidden_drive_grad(cache, g.unsqueeze(1))[:, 0] for g in (signal, target)]
+            rows.append(torch.stack([row_cosines(signal, target).sum(), row_cosines(*deltas).sum()]))
+        sums = torch.stack(rows)  # (layers, 2), summed over the K models
+        self._sums = sums if self._sums is None else self._sums + sums
+        self._steps += signals[0].shape[0]
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Mean cosines, per hidden layer, of the reservoir's signal with the exact g_N
+        (``reservoir_signal_cosine``) and of the updates J_Nᵀo with J_Nᵀg_N
+        (``reservoir_update_cosine``) over the (model, step) pairs since the last call;
+        then starts counting afresh. Empty before the first full window."""
+        if self._sums is None:
+            return {}
+        means = (self._sums / self._steps).cpu()
+        self._sums, self._steps = None, 0
+        return {"reservoir_signal_cosine": means[:, 0].tolist(), "reservoir_update_cosine": means[:, 1].tolist()}
+
+    def reset(self) -> None:
+        """Restart every reservoir's state (the readouts are kept)."""
+        for reservoir in self.reservoirs:
+            reservoir.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each reservoir's state and, when it learns, its readout (and FORCE's P)."""
+        states = []
+        for reservoir in self.reservoirs:
+            state = {"u": reservoir.u, "r": reservoir.r, "o": reservoir.o}
+            if self.learning != "frozen":
+                state["w_out"] = reservoir.w_out
+            if isinstance(reservoir.learner, Force):
+                state["p"] = reservoir.learner.p
+            states.append(state)
+        return {"learning": self.learning, "reservoirs": states}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("learning") != self.learning or len(state.get("reservoirs", ())) != len(self.reservoirs):
+            raise CheckpointError("the checkpoint's reservoir state belongs to another --reservoir-learning or "
+                                  "network; resume with the same options")
+        for reservoir, saved in zip(self.reservoirs, state["reservoirs"]):
+            reservoir.u, reservoir.r, reservoir.o = saved["u"], saved["r"], saved["o"]
+            if "w_out" in saved:
+                reservoir.w_out.copy_(saved["w_out"])
+            if "p" in saved:
+                reservoir.learner.p = saved["p"]

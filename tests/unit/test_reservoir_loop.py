@@ -1,0 +1,172 @@
+"""The closed loop (SPEC §4): reservoirs produce each hidden layer's signal inside the
+streaming rule; frozen readouts never change, online ones learn from the exact g_N; the
+in-loop scores, checkpoints and the errors a user can cause."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biohsic.config import TrainConfig
+from biohsic.errors import CheckpointError, ConfigError
+from biohsic.functional.layers import hidden_local_grad
+from biohsic.functional.modulator import modulatory_signal
+from biohsic.network import Network
+from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
+from biohsic.reservoir_loop import ReservoirModulator, layer_file, reservoir_paths
+from biohsic.rules import build_rule
+
+SIZES = [5, 6, 4, 3]
+WINDOW, GAMMA, SIGMAS = 4, 3.0, (0.8, 0.4, 1.5)
+
+
+def save_reservoirs(folder, widths=(6, 4), window=WINDOW, gamma=GAMMA, d_x=5):
+    """One small float64 reservoir per layer with a random (non-zero) readout."""
+    folder.mkdir(exist_ok=True)
+    for layer, width in enumerate(widths):
+        config = ReservoirConfig(d_x=d_x, d_y=3, d_z=width, units=20, window=window, gamma=gamma, sigmas=SIGMAS,
+                                 steps_per_sample=3, seed=layer)
+        reservoir = Reservoir(config, dtype=torch.float64)
+        reservoir.w_out.copy_(torch.randn(reservoir.w_out.shape, generator=torch.Generator().manual_seed(layer),
+                                          dtype=torch.float64) * 0.1)
+        reservoir.save(layer_file(folder, layer), info={"alpha": 0.5})
+    return folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return save_reservoirs(tmp_path / "res")
+
+
+def make_rule(reservoir, learning="frozen", k=2):
+    net = Network(SIZES, seeds=range(k), dtype=torch.float64)
+    cfg = TrainConfig(task="xor", window=WINDOW, gamma=GAMMA, sigmas=SIGMAS, modulator="reservoir",
+                      reservoir=str(reservoir), reservoir_learning=learning).resolved()
+    return net, build_rule(net, cfg)
+
+
+def stream(n, k=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, 1, SIZES[0], generator=gen, dtype=torch.float64)
+    y = F.one_hot(torch.randint(0, SIZES[-1], (n, k, 1), generator=gen), SIZES[-1]).double()
+    return x, y
+
+
+def window_target(history, layer):
+    """The exact g_N of the last WINDOW samples, newest last, from the raw history."""
+    xs, ys, zs = (torch.stack([h[i] for h in history[-WINDOW:]], 1) for i in (0, 1, 2 + layer))
+    return modulatory_signal(xs, ys, zs, gamma=GAMMA, sigmas=SIGMAS)
+
+
+@pytest.mark.parametrize("learning", ["frozen", "delta", "force"])
+def test_layer_updates_use_the_reservoir_signal(folder, learning):
+    net, rule = make_rule(folder, learning)
+    ref = [Reservoir.load(layer_file(folder, l)) for l in range(2)]
+    for r in ref:
+        r.learner = {"frozen": None, "delta": DeltaRule(every_step=True), "force": Force(alpha=0.5)}[learning]
+    start = [r.w_out.clone() for r in rule.modulator.reservoirs]
+    x, y = stream(WINDOW + 6)
+    history = []
+    for t in range(len(x)):
+        with torch.no_grad():
+            caches = net.hidden_caches(x[t])
+        history.append((x[t][:, 0], y[t][:, 0], *(c.out[:, 0] for c in caches)))
+        full = len(history) >= WINDOW
+        targets = [window_target(history, l) if full and learning != "frozen" else None for l in range(2)]
+        signals = [r.step_sample(x[t][:, 0], y[t][:, 0], c.out[:, 0], g) for r, c, g in zip(ref, caches, targets)]
+        rule.compute_grads(x[t], y[t])
+        if not full:
+            assert net.hidden[0].weight.grad is None
+            continue
+        for layer, cache, signal in zip(net.hidden, caches, signals):
+            gw, gb = hidden_local_grad(cache, signal.unsqueeze(1))
+            torch.testing.assert_close(layer.weight.grad, gw, rtol=1e-9, atol=1e-14)
+            torch.testing.assert_close(layer.bias.grad, gb, rtol=1e-9, atol=1e-14)
+        with torch.no_grad():  # move the weights, as an optimiser would
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    for before, res, r in zip(start, rule.modulator.reservoirs, ref):
+        if learning == "frozen":
+            assert torch.equal(res.w_out, before) and res.frozen
+        else:
+            assert not torch.equal(res.w_out, before)
+            torch.testing.assert_close(res.w_out, r.w_out, rtol=1e-9, atol=1e-14)
+
+
+def test_epoch_metrics_are_the_cosines_with_the_exact_signal(folder):
+    net, rule = make_rule(folder, k=3)
+    x, y = stream(WINDOW + 3, k=3)
+    for t in range(WINDOW + 2):
+        rule.compute_grads(x[t], y[t])
+    assert set(rule.epoch_metrics()) == {"reservoir_signal_cosine", "reservoir_update_cosine"}
+    probe = [Reservoir.load(layer_file(folder, l)) for l in range(2)]
+    for res, live in zip(probe, rule.modulator.reservoirs):
+        res.u, res.r, res.o = live.u.clone(), live.r.clone(), live.o.clone()
+    t = WINDOW + 2
+    with torch.no_grad():
+        caches = net.hidden_caches(x[t])
+    rule.compute_grads(x[t], y[t])
+    metrics = rule.epoch_metrics()
+    exact = [rule.modulator.exact(rule.memory, x[t][:, 0], y[t][:, 0], [c.out[:, 0] for c in caches])]
+    for l, (res, cache) in enumerate(zip(probe, caches)):
+        out = res.step_sample(x[t][:, 0], y[t][:, 0], cache.out[:, 0])
+        g = exact[0][l]
+        signal_cos = F.cosine_similarity(out, g, dim=-1).mean()
+        flat = [torch.cat([p.flatten(1) for p in hidden_local_grad(cache, s.unsqueeze(1))], 1) for s in (out, g)]
+        update_cos = F.cosine_similarity(*flat, dim=-1).mean()
+        assert metrics["reservoir_signal_cosine"][l] == pytest.approx(float(signal_cos), rel=1e-9)
+        assert metrics["reservoir_update_cosine"][l] == pytest.approx(float(update_cos), rel=1e-9)
+    assert rule.epoch_metrics() == {}
+
+
+@pytest.mark.parametrize("learning", ["frozen", "force"])
+def test_checkpoint_state_continues_the_same_stream(folder, learning):
+    x, y = stream(WINDOW + 8)
+    net, rule = make_rule(folder, learning)
+    for t in range(WINDOW + 3):
+        rule.compute_grads(x[t], y[t])
+    state = copy.deepcopy(rule.state_dict())
+    net2, rule2 = make_rule(folder, learning)
+    net2.load_state_dict(net.state_dict())
+    rule2.load_state_dict(state)
+    for t in range(WINDOW + 3, len(x)):
+        rule.compute_grads(x[t], y[t])
+        rule2.compute_grads(x[t], y[t])
+        for a, b in zip(net.parameters(), net2.parameters()):
+            assert torch.equal(a.grad, b.grad)
+    with pytest.raises(CheckpointError, match="reservoir-learning"):
+        make_rule(folder, "delta" if learning == "frozen" else "frozen")[1].load_state_dict(state)
+
+
+def test_reservoir_paths_folder_and_list(tmp_path):
+    assert reservoir_paths(str(tmp_path), 2) == [tmp_path / "layer0.pt", tmp_path / "layer1.pt"]
+    assert reservoir_paths("a.pt, b.pt", 2) == [tmp_path.__class__("a.pt"), tmp_path.__class__("b.pt")]
+    with pytest.raises(ConfigError, match="names 1 file.* 2 hidden layer"):
+        reservoir_paths("a.pt", 2)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: save_reservoirs(p, window=5), "window N=5, this run needs N=4"),
+    (lambda p: save_reservoirs(p, widths=(6, 7)), "sizes 5/3/7, this run needs 5/3/4"),
+    (lambda p: save_reservoirs(p, d_x=2), "sizes 2/3/6, this run needs 5/3/6"),
+    (lambda p: save_reservoirs(p, gamma=10.0), "γ=10"),
+    (lambda p: p, "not found"),
+])
+def test_a_reservoir_that_does_not_fit_is_one_line_checkpoint_error(tmp_path, make, message):
+    folder = tmp_path / "res"
+    folder.mkdir()
+    make(folder)
+    with pytest.raises(CheckpointError, match=message) as info:
+        make_rule(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_online_modes_need_the_reservoir_modulator():
+    with pytest.raises(ConfigError, match="--reservoir-learning delta needs --modulator reservoir"):
+        TrainConfig(task="xor", reservoir_learning="delta").resolved()
+    with pytest.raises(ConfigError, match="--reservoir-learning"):
+        TrainConfig(task="xor", modulator="reservoir", reservoir="x.pt", reservoir_learning="paper").resolved()
+    with pytest.raises(ConfigError, match="unknown --reservoir-learning"):
+        ReservoirModulator([], None, learning="online")
