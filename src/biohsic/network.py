@@ -97,6 +97,11 @@ class Network(nn.Module):
             a = caches[-1].out
         return caches
 
+    def readout_input(self, x: Tensor, caches: list[HiddenCache]) -> Tensor:
+        """What the readout sees: the last hidden layer's output, or the input itself when
+        the network has no hidden layer."""
+        return caches[-1].out if caches else self.expand(x)
+
     def features(self, x: Tensor) -> list[Tensor]:
         """Each hidden layer's output z_1 … z_{L-1} for a batch."""
         return [cache.out for cache in self.hidden_caches(x)]

@@ -134,7 +134,7 @@ class BioHSIC(Rule):
         if self.leaky:
             return self._leaky_step(x, y)
         caches = self.network.hidden_caches(x)
-        features = caches[-1].out if caches else self.network.expand(x)
+        features = self.network.readout_input(x, caches)
         logits = self.network.readout(features)
         self._remember(x, y, caches, new_sample=True)
         self._write_grads(caches, features, logits, x, y, bias_trace=None)
@@ -144,7 +144,7 @@ class BioHSIC(Rule):
         cfg, net = self.config, self.network
         caches, self.state = net.leaky_step(x, self.state or None, dt=cfg.dt, tau=cfg.tau)
         output = self.state[-1]
-        features = caches[-1].out if caches else net.expand(x)
+        features = net.readout_input(x, caches)
         inputs = [cache.pre for cache in caches] + [features, torch.ones_like(output[..., :1])]
         self.traces = [leaky_step(trace, value, dt=cfg.dt, tau=cfg.tau)
                        for trace, value in zip(self.traces or [torch.zeros_like(v) for v in inputs], inputs)]

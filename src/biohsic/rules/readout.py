@@ -23,7 +23,7 @@ def readout_step(network: Network, x: Tensor, y: Tensor) -> tuple[list[HiddenCac
     write the readout's cross-entropy gradient on the batch (one-hot ``y``) into its ``.grad``.
     Returns the caches and the logits ``(K, B, classes)``."""
     caches = network.hidden_caches(x)
-    features = caches[-1].out if caches else network.expand(x)
+    features = network.readout_input(x, caches)
     logits = network.readout(features)
     grad_w, grad_b = cross_entropy_grad(features, logits, y)
     set_grad(network.readout.weight, grad_w)
