@@ -32,7 +32,7 @@ from .data import Dataset, load_task
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .rules import RULES
 from .runs import atomic_write_text, read_json
-from .train import Trainer, differing_settings
+from .train import Trainer, differing_settings, saved_form
 
 #: ``--rules all``: every registered rule, and the three-factor rule with both signals.
 ALL = "all"
@@ -125,11 +125,6 @@ def plan(base: TrainConfig, rules: str | Sequence[str], out: str | Path) -> list
     return entries
 
 
-def _plain(config: TrainConfig) -> dict[str, Any]:
-    """The configuration as it reads back from JSON (tuples as lists)."""
-    return json.loads(json.dumps(config.to_dict()))
-
-
 def run_state(entry: Entry) -> str:
     """What to do with ``entry.run_dir``: ``"reuse"`` (a finished run of this configuration),
     ``"resume"`` (a checkpoint of this configuration with fewer epochs) or ``"new"``.
@@ -147,7 +142,7 @@ def run_state(entry: Entry) -> str:
     if done > entry.config.epochs:
         raise CheckpointError(f"{folder} holds {done} epochs of {entry.label}, more than --epochs "
                               f"{entry.config.epochs}; pass --epochs {done} or choose another --out")
-    if summary.get("status") in ("completed", "diverged") and summary.get("config") == _plain(entry.config):
+    if summary.get("status") in ("completed", "diverged") and summary.get("config") == saved_form(entry.config):
         return "reuse"
     return "resume" if has_checkpoint else "new"
 

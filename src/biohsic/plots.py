@@ -74,3 +74,26 @@ def plot_compare(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
+
+
+def plot_capacity(rows: Sequence, path: Path) -> None:
+    """``capacity.png``: two heatmaps (output R², update cosine) of a frozen reservoir's fit
+    over window N × units M (rows of :func:`biohsic.reservoir_study.capacity_study`)."""
+    plt = _pyplot()
+    windows = sorted({row.window for row in rows})
+    units = sorted({row.units for row in rows})
+    cell = {(row.window, row.units): row for row in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, (field, title) in zip(axes, (("r2", "output R² vs g_N"), ("update_cosine", "update cosine"))):
+        grid = [[getattr(cell[(n, m)], field) if (n, m) in cell else float("nan") for m in units] for n in windows]
+        image = ax.imshow(grid, cmap="viridis", vmin=min(0.0, min(min(r) for r in grid)), vmax=1.0, aspect="auto")
+        for i, line in enumerate(grid):
+            for j, value in enumerate(line):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k", fontsize=8)
+        ax.set_xticks(range(len(units)), [str(m) for m in units])
+        ax.set_yticks(range(len(windows)), [str(n) for n in windows])
+        ax.set_xlabel("reservoir units M")
+        ax.set_ylabel("window N")
+        ax.set_title(f"frozen reservoir: {title}")
+        fig.colorbar(image, ax=ax)
+    save_figure(fig, path)

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .config import RESERVOIR_LEARNING, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .functional.layers import hidden_drive_grad
+from .functional.layers import HiddenCache, hidden_drive_grad
 from .functional.reservoir import row_cosines
 from .memory import WorkingMemory
 from .network import Network
@@ -82,19 +82,19 @@ class ReservoirModulator:
 
     ``reservoirs``: one per hidden layer, for the window, sizes and target of the run;
     ``exact``: the working memory's exact modulator (the target in the online modes and
-    the reference of the loop's scores); ``network``: the network whose layers the
-    signals drive, needed for the update cosine (without it nothing is measured).
+    the reference of the loop's scores); ``measure``: score the signal against the exact
+    one on every full window (:meth:`epoch_metrics`).
     """
 
     def __init__(self, reservoirs: Sequence[Reservoir], exact: Callable[..., list[Tensor]], *,
-                 learning: str = "frozen", network: Network | None = None):
+                 learning: str = "frozen", measure: bool = True):
         if learning not in RESERVOIR_LEARNING:
             raise ConfigError(f"unknown --reservoir-learning {learning!r}; "
                               f"choose one of {', '.join(RESERVOIR_LEARNING)}")
         self.reservoirs = list(reservoirs)
         self.exact = exact
         self.learning = learning
-        self.network = network
+        self.measure = measure
         for reservoir in self.reservoirs:
             if learning == "delta":
                 reservoir.learner = DeltaRule(every_step=True)
@@ -121,32 +121,29 @@ class ReservoirModulator:
             check_target(reservoir, path, config.gamma, config.sigmas)
             reservoirs.append(reservoir)
         return cls(reservoirs, KernelModulator("exact", config.gamma, config.sigmas[2]),
-                   learning=config.reservoir_learning, network=network)
+                   learning=config.reservoir_learning)
 
     @torch.no_grad()
-    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
+    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
         """The newest sample's signal of every hidden layer (``x`` ``(K, d_x)``, ``y``
-        ``(K, classes)``, ``zs[l]`` ``(K, d_l)``) → one ``(K, d_l)`` tensor per layer; in the
-        online modes the readouts learn from the exact g_N once the window is full."""
-        full = memory.full
-        needed = full and (self.learning != "frozen" or self.network is not None)
-        exact = self.exact(memory, x, y, zs) if needed else [None] * len(zs)
+        ``(K, classes)``, ``caches`` the hidden layers' forward passes) → one ``(K, d_l)``
+        tensor per layer; in the online modes the readouts learn from the exact g_N once the
+        window is full."""
+        needed = memory.full and (self.learning != "frozen" or self.measure)
+        exact = self.exact(memory, x, y, caches) if needed else [None] * len(caches)
         signals = []
-        for reservoir, z, target in zip(self.reservoirs, zs, exact):
+        for reservoir, cache, target in zip(self.reservoirs, caches, exact):
             learn = target if self.learning != "frozen" else None
+            z = cache.out[:, 0]
             signals.append(reservoir.step_sample(x, y, z, learn).to(z.dtype))
-        if needed and self.network is not None:
-            self._record(x, zs, signals, exact)
+        if needed and self.measure:
+            self._record(caches, signals, exact)
         return signals
 
-    def _record(self, x: Tensor, zs: list[Tensor], signals: list[Tensor], exact: list[Tensor]) -> None:
-        """Add this step's signal and update cosines to the running sums. Each layer's
-        cache is recomputed from its input (x or the previous layer's output): the weights
-        have not changed since the sample's forward pass, so it is that pass's cache."""
+    def _record(self, caches: list[HiddenCache], signals: list[Tensor], exact: list[Tensor]) -> None:
+        """Add this step's signal and update cosines to the running sums."""
         rows = []
-        inputs = [x, *zs[:-1]]
-        for layer, a, signal, target in zip(self.network.hidden, inputs, signals, exact):
-            cache = layer.forward_cache(a.unsqueeze(1))
+        for cache, signal, target in zip(caches, signals, exact):
             deltas = [hidden_drive_grad(cache, g.unsqueeze(1))[:, 0] for g in (signal, target)]
             rows.append(torch.stack([row_cosines(signal, target).sum(), row_cosines(*deltas).sum()]))
         sums = torch.stack(rows)  # (layers, 2), summed over the K models

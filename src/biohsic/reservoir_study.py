@@ -37,7 +37,8 @@ from .functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_mome
                                    ridge_validation_sse, row_cosines)
 from .network import HiddenLayer
 from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, Ridge, writing_to
-from .runs import atomic_write_bytes, atomic_write_text
+from .plots import plot_capacity
+from .runs import atomic_write_text
 
 STREAM_KINDS = ("random", "clusters")
 CAPACITY_WINDOWS = (2, 4, 8, 16, 32)
@@ -427,44 +428,13 @@ def capacity_markdown(rows: Sequence[CapacityRow], command: str | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def capacity_heatmap(rows: Sequence[CapacityRow]) -> bytes:
-    """Two heatmaps (output R², update cosine) over window N × units M, as PNG bytes.
-    Needs matplotlib (the ``cli`` extra)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    windows = sorted({row.window for row in rows})
-    units = sorted({row.units for row in rows})
-    cell = {(row.window, row.units): row for row in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, (field, title) in zip(axes, (("r2", "output R² vs g_N"), ("update_cosine", "update cosine"))):
-        grid = [[getattr(cell[(n, m)], field) if (n, m) in cell else float("nan") for m in units] for n in windows]
-        image = ax.imshow(grid, cmap="viridis", vmin=min(0.0, min(min(r) for r in grid)), vmax=1.0, aspect="auto")
-        for i, line in enumerate(grid):
-            for j, value in enumerate(line):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k", fontsize=8)
-        ax.set_xticks(range(len(units)), [str(m) for m in units])
-        ax.set_yticks(range(len(windows)), [str(n) for n in windows])
-        ax.set_xlabel("reservoir units M")
-        ax.set_ylabel("window N")
-        ax.set_title(f"frozen reservoir: {title}")
-        fig.colorbar(image, ax=ax)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def write_capacity(rows: Sequence[CapacityRow], out_dir, command: str | None = None) -> str:
     """Write ``capacity.csv``, ``capacity.md`` and ``capacity.png`` into ``out_dir``
     (atomically); returns the Markdown."""
     out = Path(out_dir)
     markdown = capacity_markdown(rows, command)
-    png = capacity_heatmap(rows)
     with writing_to(out):
         atomic_write_text(out / "capacity.csv", capacity_csv(rows))
         atomic_write_text(out / "capacity.md", markdown)
-        atomic_write_bytes(out / "capacity.png", png)
+        plot_capacity(rows, out / "capacity.png")
     return markdown

@@ -255,10 +255,9 @@ class Trainer:
         return summary
 
     def _plot(self) -> None:
-        try:
-            from .plots import plot_curves
-        except ImportError:
-            return
+        """``curves.png``, when matplotlib (the ``cli`` extra) is installed."""
+        from .plots import plot_curves
+
         cfg = self.config
         try:
             plot_curves(self.history, self.run_dir / "curves.png",
@@ -303,10 +302,15 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def saved_form(config: TrainConfig) -> dict[str, Any]:
+    """The configuration as ``config.json`` holds it (tuples read back as lists)."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
     """The settings, other than ``epochs``, in which the run saved in ``run_dir`` (its
     ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
-    wanted = json.loads(json.dumps(config.to_dict()))
+    wanted = saved_form(config)
     saved = read_json(run_dir / "config.json")
     # a setting added to the library after the run was saved counts as its default
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

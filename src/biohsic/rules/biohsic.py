@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..functional.layers import cross_entropy_grad, hidden_local_grad, leaky_step
+from ..functional.layers import HiddenCache, cross_entropy_grad, hidden_local_grad, leaky_step
 from ..functional.modulator import exact_signal_from_row, modulation_row, signal_at
 from ..memory import WorkingMemory
 from ..network import Network
@@ -30,9 +30,10 @@ from .base import Rule, register, set_grad
 class Modulator(Protocol):
     """Produces each hidden layer's modulatory signal for the newest sample."""
 
-    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
-        """``x`` ``(K, d_x)``, ``y`` ``(K, classes)`` and ``zs[l]`` ``(K, d_l)`` are the newest
-        sample's; returns one ``(K, d_l)`` signal per hidden layer."""
+    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
+        """``x`` ``(K, d_x)`` and ``y`` ``(K, classes)`` are the newest sample's, ``caches`` its
+        hidden layers' forward passes (outputs ``(K, 1, d_l)``); returns one ``(K, d_l)``
+        signal per hidden layer."""
 
     def reset(self) -> None:
         """Forget the stream seen so far."""
@@ -53,15 +54,15 @@ class KernelModulator:
     def __init__(self, kind: str, gamma: float, sigma_z: float):
         self.kind, self.gamma, self.sigma_z = kind, gamma, sigma_z
 
-    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
+    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
         kx, ky, newest = memory.kernels["x"], memory.kernels["y"], memory.newest
         if self.kind == "exact":  # row N of M is the same for every layer: compute it once
             m_row = modulation_row(kx, ky, newest, gamma=self.gamma)
             return [exact_signal_from_row(m_row, memory.kernels[f"z{l}"][:, newest], memory.values[f"z{l}"],
-                                          newest, sigma_z=self.sigma_z) for l in range(len(zs))]
+                                          newest, sigma_z=self.sigma_z) for l in range(len(caches))]
         return [signal_at(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], newest,
                           gamma=self.gamma, sigma_z=self.sigma_z, kind=self.kind)
-                for l in range(len(zs))]
+                for l in range(len(caches))]
 
     def reset(self) -> None:
         """A kernel modulator has no state of its own."""
@@ -174,7 +175,7 @@ class BioHSIC(Rule):
         """Each hidden layer's local term J_Nᵀ g_N and the readout's delta rule into ``.grad``.
         ``features`` is the readout's input (or its trace, for leaky units)."""
         net = self.network
-        signals = self.modulator(self.memory, x[:, 0], y[:, 0], [cache.out[:, 0] for cache in caches])
+        signals = self.modulator(self.memory, x[:, 0], y[:, 0], caches)
         if not self.memory.full:
             return
         for layer, cache, signal in zip(net.hidden, caches, signals):
