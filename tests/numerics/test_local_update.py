@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biohsic.functional import (cross_entropy_grad, dense, exact_signal_all, gaussian_kernel, hidden_forward,
+from biohsic.functional import (cross_entropy_grad, dense, gaussian_kernel, hidden_forward,
                                 hidden_local_grad, leaky_step)
+from biohsic.functional.modulator import _exact_signals
 from biohsic.functional.layers import LAYER_NORM_EPS, hidden_drive_grad, output_error, rectify_normalize
 
 from ._helpers import F64, generator, one_hot_labels, reference_objective, rel_err
@@ -48,7 +49,7 @@ def test_local_rule_equals_autograd_of_layer_objective(n, gamma, sigmas, lead):
 
     cache = hidden_forward(a, weight, bias)
     torch.testing.assert_close(cache.out, z_ref.detach(), rtol=1e-12, atol=1e-12)
-    g = exact_signal_all(kx, ky, gaussian_kernel(cache.out, sigma=sz), cache.out, gamma=gamma, sigma_z=sz)
+    g = _exact_signals(kx, ky, gaussian_kernel(cache.out, sigma=sz), cache.out, gamma=gamma, sigma_z=sz)
     d_w, d_b = hidden_local_grad(cache, g)
     assert d_w.shape == weight.shape and d_b.shape == bias.shape
     assert grad_w.norm() > 0

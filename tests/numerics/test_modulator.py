@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from biohsic.functional import (KINDS, exact_signal, exact_signal_all, exact_signal_from_row, gaussian_kernel,
-                                modulation_row, modulatory_signal, paper_signal, signal_at)
+from biohsic.functional import KINDS, gaussian_kernel, modulatory_signal
+from biohsic.functional.modulator import (_exact_signal_from_row, _exact_signals, _modulation_row, _paper_signal,
+                                          _signal_from_kernels)
 
 from ._helpers import F64, centering_matrix, reference_objective, rel_err, window
 
@@ -53,9 +54,9 @@ def test_exact_signal_equals_finite_differences(n, gamma, sigmas):
     assert rel_err(g_newest, fd_newest) < 1e-6
     for i in range(n):
         fd = finite_difference_grad(kx, ky, z, i, gamma, sz)
-        g = exact_signal(kx, ky, kz, z, i, gamma=gamma, sigma_z=sz)
+        g = _signal_from_kernels(kx, ky, kz, z, i, gamma=gamma, sigma_z=sz)
         assert rel_err(g, fd) < 1e-6, f"index {i}"
-    assert rel_err(exact_signal(kx, ky, kz, z, -1, gamma=gamma, sigma_z=sz), fd_newest) < 1e-6
+    assert rel_err(_signal_from_kernels(kx, ky, kz, z, -1, gamma=gamma, sigma_z=sz), fd_newest) < 1e-6
 
 
 @pytest.mark.parametrize("lead", [(), (3,)])
@@ -64,12 +65,12 @@ def test_exact_signal_equals_finite_differences(n, gamma, sigmas):
 def test_exact_signal_equals_row_of_exact_signal_all(n, gamma, lead):
     x, y, z = window(n, 4, 3, 5, n, *lead)
     kx, ky, kz = kernels(x, y, z, (0.5, 0.1, 1.0))
-    every = exact_signal_all(kx, ky, kz, z, gamma=gamma, sigma_z=1.0)
+    every = _exact_signals(kx, ky, kz, z, gamma=gamma, sigma_z=1.0)
     assert every.shape == z.shape
     for i in range(n):
-        one = exact_signal(kx, ky, kz, z, i, gamma=gamma, sigma_z=1.0)
+        one = _signal_from_kernels(kx, ky, kz, z, i, gamma=gamma, sigma_z=1.0)
         torch.testing.assert_close(one, every[..., i, :], rtol=1e-10, atol=1e-15)
-        torch.testing.assert_close(signal_at(kx, ky, kz, z, i, gamma=gamma, sigma_z=1.0), one)
+        torch.testing.assert_close(_signal_from_kernels(kx, ky, kz, z, i, gamma=gamma, sigma_z=1.0), one)
 
 
 @pytest.mark.parametrize("lead", [(), (3,)])
@@ -81,10 +82,10 @@ def test_modulation_row_is_a_row_of_hah(gamma, lead):
     h = centering_matrix(n)
     m = h @ (kx - gamma * ky) @ h
     for i in [*range(n), -1]:
-        row = modulation_row(kx, ky, i, gamma=gamma)
+        row = _modulation_row(kx, ky, i, gamma=gamma)
         torch.testing.assert_close(row, m[..., i, :], rtol=1e-12, atol=1e-13)
-        g = exact_signal_from_row(row, kz[..., i, :], z, i, sigma_z=1.0)
-        torch.testing.assert_close(g, exact_signal_all(kx, ky, kz, z, gamma=gamma, sigma_z=1.0)[..., i, :],
+        g = _exact_signal_from_row(row, kz[..., i, :], z, i, sigma_z=1.0)
+        torch.testing.assert_close(g, _exact_signals(kx, ky, kz, z, gamma=gamma, sigma_z=1.0)[..., i, :],
                                    rtol=1e-10, atol=1e-15)
 
 
@@ -151,7 +152,7 @@ def test_paper_signal_by_hand(kind, jan2024):
     got = modulatory_signal(x, y, z, gamma=GAMMA, sigmas=(SX, SY, SZ), kind=kind)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-16)
     kx, ky, kz = kernels(x, y, z, (SX, SY, SZ))
-    torch.testing.assert_close(paper_signal(kx, ky, kz, z, 2, gamma=GAMMA, sigma_z=SZ, variant=kind),
+    torch.testing.assert_close(_paper_signal(kx, ky, kz, z, 2, gamma=GAMMA, sigma_z=SZ, variant=kind),
                                expected, rtol=1e-12, atol=1e-16)
 
 
@@ -168,7 +169,7 @@ def test_exact_signal_by_hand():
     got = modulatory_signal(x, y, z, gamma=GAMMA, sigmas=(SX, SY, SZ))
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-16)
     kx, ky, kz = kernels(x, y, z, (SX, SY, SZ))
-    torch.testing.assert_close(exact_signal_all(kx, ky, kz, z, gamma=GAMMA, sigma_z=SZ)[-1], expected,
+    torch.testing.assert_close(_exact_signals(kx, ky, kz, z, gamma=GAMMA, sigma_z=SZ)[-1], expected,
                                rtol=1e-12, atol=1e-16)
 
 
@@ -177,7 +178,7 @@ def test_exact_signal_by_hand():
 @given(data=st.data(), n=st.integers(2, 7), gamma=st.floats(0.0, 50.0), kind=st.sampled_from(KINDS))
 def test_signal_is_permutation_equivariant(data, n, gamma, kind):
     """Reordering the older samples of the window (newest kept last) leaves g_N unchanged;
-    reordering the whole window permutes the rows of exact_signal_all."""
+    reordering the whole window permutes the rows of _exact_signals."""
     def draw(d):
         return torch.from_numpy(data.draw(arrays(np.float64, (n, d), elements=st.floats(-2, 2))))
     x, z = draw(3), draw(4)
@@ -192,8 +193,8 @@ def test_signal_is_permutation_equivariant(data, n, gamma, kind):
     torch.testing.assert_close(g_perm, g, rtol=1e-9, atol=atol)
 
     full = torch.tensor(data.draw(st.permutations(range(n))))
-    every = exact_signal_all(*kernels(x, y, z, sigmas), z, gamma=gamma, sigma_z=1.0)
-    every_perm = exact_signal_all(*kernels(x[full], y[full], z[full], sigmas), z[full], gamma=gamma, sigma_z=1.0)
+    every = _exact_signals(*kernels(x, y, z, sigmas), z, gamma=gamma, sigma_z=1.0)
+    every_perm = _exact_signals(*kernels(x[full], y[full], z[full], sigmas), z[full], gamma=gamma, sigma_z=1.0)
     torch.testing.assert_close(every_perm, every[full], rtol=1e-9, atol=atol)
 
 
@@ -234,6 +235,6 @@ def test_signal_at_and_paper_signal_reject_unknown_kind():
     x, y, z = _valid()
     kx, ky, kz = kernels(x, y, z, (0.5, 0.1, 1.0))
     with pytest.raises(ValueError):
-        signal_at(kx, ky, kz, z, -1, gamma=2.0, sigma_z=1.0, kind="nope")
+        _signal_from_kernels(kx, ky, kz, z, -1, gamma=2.0, sigma_z=1.0, kind="nope")
     with pytest.raises(ValueError):
-        paper_signal(kx, ky, kz, z, -1, gamma=2.0, sigma_z=1.0, variant="exact")
+        _paper_signal(kx, ky, kz, z, -1, gamma=2.0, sigma_z=1.0, variant="exact")

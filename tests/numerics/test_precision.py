@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from biohsic import functional as fn
+from biohsic.functional import modulator
 from biohsic.functional.kernels import gaussian_gram, gram_squared_distances
 from biohsic.functional.layers import hidden_drive_grad, output_error, rectify_normalize
 from biohsic.network import Network
@@ -51,8 +52,8 @@ def _compute(t):
         "center": fn.center(kx), "hsic": fn.hsic(kx, kz),
         "objective": fn.layer_objective(kx, ky, kz, GAMMA),
         "z": z, "drive": cache.drive,
-        "signal_all": fn.exact_signal_all(kx, ky, kz, z, gamma=GAMMA, sigma_z=sz),
-        "signal_one": fn.exact_signal(kx, ky, kz, z, 3, gamma=GAMMA, sigma_z=sz),
+        "signal_all": modulator._exact_signals(kx, ky, kz, z, gamma=GAMMA, sigma_z=sz),
+        "signal_one": modulator._signal_from_kernels(kx, ky, kz, z, 3, gamma=GAMMA, sigma_z=sz),
         "logits": logits,
         "leaky": fn.leaky_step(t["state"], cache.drive[:, 0], dt=1.0, tau=5.0),
         "gram_sqdist": gram_squared_distances(t["x"]),
@@ -60,13 +61,13 @@ def _compute(t):
         "rectify_normalize": rectify_normalize(cache.drive)[0],
         "drive_grad": hidden_drive_grad(cache, t["g"]),
         "output_error": output_error(logits, t["y"]),
-        "modulation_row": fn.modulation_row(kx, ky, 2, gamma=GAMMA),
-        "signal_from_row": fn.exact_signal_from_row(fn.modulation_row(kx, ky, 2, gamma=GAMMA), kz[..., 2, :], z, 2,
+        "modulation_row": modulator._modulation_row(kx, ky, 2, gamma=GAMMA),
+        "signal_from_row": modulator._exact_signal_from_row(modulator._modulation_row(kx, ky, 2, gamma=GAMMA), kz[..., 2, :], z, 2,
                                                     sigma_z=sz),
     }
     for kind in fn.KINDS:
         out[f"modulator_{kind}"] = fn.modulatory_signal(t["x"], t["y"], z, gamma=GAMMA, sigmas=SIGMAS, kind=kind)
-        out[f"signal_at_{kind}"] = fn.signal_at(kx, ky, kz, z, -1, gamma=GAMMA, sigma_z=sz, kind=kind)
+        out[f"signal_at_{kind}"] = modulator._signal_from_kernels(kx, ky, kz, z, -1, gamma=GAMMA, sigma_z=sz, kind=kind)
     out["local_w"], out["local_b"] = fn.hidden_local_grad(cache, t["g"])
     out["ce_w"], out["ce_b"] = fn.cross_entropy_grad(z, logits, t["y"])
     return out

@@ -4,13 +4,11 @@ from .hsic import center, hsic, layer_objective
 from .kernels import gaussian_kernel, gaussian_kernel_row, replace_kernel_slot, squared_distances
 from .layers import (HiddenCache, cross_entropy_grad, dense, hidden_forward, hidden_local_grad,
                      leaky_step)
-from .modulator import (KINDS, exact_signal, exact_signal_all, exact_signal_from_row, modulation_row,
-                        modulatory_signal, paper_signal, signal_at)
+from .modulator import KINDS, modulatory_signal
 
 __all__ = [
-    "KINDS", "HiddenCache", "center", "cross_entropy_grad", "dense", "exact_signal", "exact_signal_all",
-    "exact_signal_from_row", "modulation_row",
+    "KINDS", "HiddenCache", "center", "cross_entropy_grad", "dense",
     "gaussian_kernel", "gaussian_kernel_row", "hidden_forward", "hidden_local_grad", "hsic",
-    "layer_objective", "leaky_step", "modulatory_signal", "paper_signal", "replace_kernel_slot",
-    "signal_at", "squared_distances",
+    "layer_objective", "leaky_step", "modulatory_signal", "replace_kernel_slot",
+    "squared_distances",
 ]

@@ -23,14 +23,14 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown modulator kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def exact_signal_all(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, *,
-                     gamma: float, sigma_z: float) -> Tensor:
+def _exact_signals(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, *,
+                   gamma: float, sigma_z: float) -> Tensor:
     r"""The modulatory signal of every sample of the window, :math:`g_n = \partial L/\partial z_n`:
 
     .. math:: g_n = -\frac{2c}{s^2} \sum_j M_{nj} K_{Z,nj} (z_n - z_j)
 
-    Returns ``(..., N, d_z)``. This is the readable reference; the trainer calls
-    :func:`exact_signal` for one sample.
+    Returns ``(..., N, d_z)``. The minibatch HSIC rule's signal; the streaming rule calls
+    :func:`_signal_from_kernels` for the newest sample only.
     """
     n, dz = z.shape[-2], z.shape[-1]
     weights = center(kernel_x - gamma * kernel_y) * kernel_z
@@ -38,7 +38,7 @@ def exact_signal_all(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Te
     return scale * (weights.sum(-1, keepdim=True) * z - weights @ z)
 
 
-def modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: float) -> Tensor:
+def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: float) -> Tensor:
     r"""Row n of :math:`M = H (K_X - \gamma K_Y) H`, shared by every layer's signal.
 
     With the row means :math:`r = A\mathbf{1}/N` and the grand mean :math:`m` of
@@ -49,8 +49,8 @@ def modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: flo
     return a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
 
 
-def exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int, *,
-                          sigma_z: float) -> Tensor:
+def _exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int, *,
+                           sigma_z: float) -> Tensor:
     r""":math:`g_n` from row n of M and row n of :math:`K_Z`: with :math:`w_j = M_{nj} K_{Z,nj}`,
 
     .. math:: g_n = -\frac{2c}{s^2}\Big(\big(\textstyle\sum_j w_j\big) z_n - \sum_j w_j z_j\Big)
@@ -64,18 +64,8 @@ def exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index:
     return scale * (w.sum(-1, keepdim=True) * z[..., index, :] - weighted_sum)
 
 
-def exact_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
-                 gamma: float, sigma_z: float) -> Tensor:
-    r"""The modulatory signal :math:`g_n` of one sample ``index`` of the window (SPEC §3):
-    :func:`modulation_row` then :func:`exact_signal_from_row`. Cost O(N² + N·d_z);
-    :func:`exact_signal_all` is the readable reference it is tested against. Returns ``(..., d_z)``.
-    """
-    m_row = modulation_row(kernel_x, kernel_y, index, gamma=gamma)
-    return exact_signal_from_row(m_row, kernel_z[..., index, :], z, index, sigma_z=sigma_z)
-
-
-def paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
-                 gamma: float, sigma_z: float, variant: str = "paper") -> Tensor:
+def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+                  gamma: float, sigma_z: float, variant: str = "paper") -> Tensor:
     r"""The modulatory signal of the authors' published code (SPEC §3.1), for reproduction.
 
     With :math:`\alpha_i = 2 K_{Z,ni}(z_n - z_i)/s^2` and :math:`HA` = A with its
@@ -86,7 +76,7 @@ def paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor
     - ``variant="paper-jan2024"`` (the runs behind the paper's figures):
       :math:`\xi = \frac{c}{N}(HA)_{nn}\sum_{i\ne n}\alpha_i`
 
-    It is *not* the gradient of the layer objective; :func:`exact_signal` is.
+    It is *not* the gradient of the layer objective; the ``"exact"`` kind is.
     Returns ``(..., d_z)``.
     """
     n, dz = z.shape[-2], z.shape[-1]
@@ -102,14 +92,16 @@ def paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor
     return (c / n) * ((ha_diag.unsqueeze(-1) * alpha).sum(-2) + ha_nn * alpha.sum(-2))
 
 
-def signal_at(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
-              gamma: float, sigma_z: float, kind: str = "exact") -> Tensor:
+def _signal_from_kernels(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+                         gamma: float, sigma_z: float, kind: str = "exact") -> Tensor:
     """The modulatory signal of sample ``index`` of a window whose kernels are known, of
-    the given ``kind`` (``"exact"``, ``"paper"`` or ``"paper-jan2024"``)."""
+    the given ``kind`` (``"exact"``, ``"paper"`` or ``"paper-jan2024"``). ``"exact"`` costs
+    O(N² + N·d_z): :func:`_modulation_row` then :func:`_exact_signal_from_row`."""
     _check_kind(kind)
     if kind == "exact":
-        return exact_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z)
-    return paper_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z, variant=kind)
+        m_row = _modulation_row(kernel_x, kernel_y, index, gamma=gamma)
+        return _exact_signal_from_row(m_row, kernel_z[..., index, :], z, index, sigma_z=sigma_z)
+    return _paper_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z, variant=kind)
 
 
 def modulatory_signal(x: Tensor, y: Tensor, z: Tensor, *, gamma: float,
@@ -138,4 +130,4 @@ def modulatory_signal(x: Tensor, y: Tensor, z: Tensor, *, gamma: float,
         raise ValueError(f"sigmas must be positive and finite, got {tuple(sigmas)}")
     sigma_x, sigma_y, sigma_z = sigmas
     kernels = [gaussian_kernel(v, sigma=s) for v, s in ((x, sigma_x), (y, sigma_y), (z, sigma_z))]
-    return signal_at(*kernels, z, -1, gamma=gamma, sigma_z=sigma_z, kind=kind)
+    return _signal_from_kernels(*kernels, z, -1, gamma=gamma, sigma_z=sigma_z, kind=kind)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..config import TrainConfig
 from ..functional.layers import HiddenCache, cross_entropy_grad, hidden_local_grad, leaky_step
-from ..functional.modulator import exact_signal_from_row, modulation_row, signal_at
+from ..functional.modulator import _exact_signal_from_row, _modulation_row, _signal_from_kernels
 from ..memory import WorkingMemory
 from ..network import Network
 from .base import Rule, register, set_grad
@@ -57,10 +57,10 @@ class KernelModulator:
     def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
         kx, ky, newest = memory.kernels["x"], memory.kernels["y"], memory.newest
         if self.kind == "exact":  # row N of M is the same for every layer: compute it once
-            m_row = modulation_row(kx, ky, newest, gamma=self.gamma)
-            return [exact_signal_from_row(m_row, memory.kernels[f"z{l}"][:, newest], memory.values[f"z{l}"],
+            m_row = _modulation_row(kx, ky, newest, gamma=self.gamma)
+            return [_exact_signal_from_row(m_row, memory.kernels[f"z{l}"][:, newest], memory.values[f"z{l}"],
                                           newest, sigma_z=self.sigma_z) for l in range(len(caches))]
-        return [signal_at(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], newest,
+        return [_signal_from_kernels(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], newest,
                           gamma=self.gamma, sigma_z=self.sigma_z, kind=self.kind)
                 for l in range(len(caches))]
 

@@ -31,7 +31,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..functional.bottleneck import normalized_signal
 from ..functional.layers import hidden_local_grad
-from ..functional.modulator import exact_signal_all
+from ..functional.modulator import _exact_signals
 from ..functional.kernels import gaussian_gram
 from ..network import Network
 from .base import Rule, register, set_grad
@@ -87,6 +87,6 @@ class HSICBottleneck(LayerObjectiveRule):
             kernel_z = gaussian_gram(z, s2=sigma_z**2 * z.shape[-1])
             if self.normalized:
                 return normalized_signal(kernel_x, kernel_y, kernel_z, z, beta=beta, sigma_z=sigma_z)
-            return exact_signal_all(kernel_x, kernel_y, kernel_z, z, gamma=beta, sigma_z=sigma_z)
+            return _exact_signals(kernel_x, kernel_y, kernel_z, z, gamma=beta, sigma_z=sigma_z)
 
         return [signal(z) for z in zs]
