@@ -37,10 +37,10 @@ def measure(shape: str, window: int, models: int, modulator: str, memory: str, s
     x = torch.randn(steps + window, models, 1, d_in, generator=gen)
     y = F.one_hot(torch.randint(0, classes, (steps + window, models, 1), generator=gen), classes).float()
     for t in range(window):                      # fill the working memory first
-        rule.compute_grads(x[t], y[t])
+        rule.predict_and_write_grads(x[t], y[t])
     start = time.perf_counter()
     for t in range(window, window + steps):
-        rule.compute_grads(x[t], y[t])
+        rule.predict_and_write_grads(x[t], y[t])
         optimizer.step()
     return steps * models / (time.perf_counter() - start)
 

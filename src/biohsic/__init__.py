@@ -1,13 +1,18 @@
 """biohsic — training neural networks without back-propagation, with the
 information-bottleneck three-factor Hebbian rule of Daruwalla & Lipasti (2024)."""
+__version__ = "0.2.0"
+
 from .config import TrainConfig
 from .errors import BiohsicError, CheckpointError, ConfigError, DataError, DivergenceError
 from .functional.modulator import modulatory_signal
 from .memory import WorkingMemory
+from .modulators import MODULATORS, KernelModulator, Modulator, register_modulator
 from .network import Network
-from .reservoir import Reservoir, ReservoirConfig
+from .reservoir import Reservoir, ReservoirConfig, ReservoirModulator
+from .rules import RULES, Rule, register
+from .train import Trainer
 
-__version__ = "0.1.0"
-
-__all__ = ["BiohsicError", "CheckpointError", "ConfigError", "DataError", "DivergenceError", "Network",
-           "Reservoir", "ReservoirConfig", "TrainConfig", "WorkingMemory", "modulatory_signal", "__version__"]
+__all__ = ["BiohsicError", "CheckpointError", "ConfigError", "DataError", "DivergenceError", "KernelModulator",
+           "MODULATORS", "Modulator", "Network", "RULES", "Reservoir", "ReservoirConfig", "ReservoirModulator", "Rule",
+           "TrainConfig", "Trainer", "WorkingMemory", "__version__", "modulatory_signal", "register",
+           "register_modulator"]

@@ -27,17 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import MODULATORS, TrainConfig
+from .config import TrainConfig
 from .data import Dataset, load_task
 from .errors import CheckpointError, ConfigError, DivergenceError
-from .rules import RULES
+from .modulators import MODULATORS
+from .plots import plot_compare
+from .rules import RULES, check_config
 from .runs import atomic_write_text, read_json
 from .train import Trainer, differing_settings, saved_form
 
 #: ``--rules all``: every registered rule, and the three-factor rule with both signals.
 ALL = "all"
-#: Modulator of a ``biohsic`` row when none is named (the library's default, the exact g_N).
-DEFAULT_MODULATOR = "exact"
+#: Modulator of a modulated rule's row when none is named (the library's default, the exact g_N).
+DEFAULT_MODULATOR = TrainConfig.modulator
 #: Columns of ``compare.csv``.
 CSV_COLUMNS = ("rule", "rule_name", "modulator", "seeds", "epochs", "epochs_completed", "status", "batch",
                "test_accuracy_mean", "test_accuracy_sd", "test_loss_mean", "test_loss_sd",
@@ -70,18 +72,19 @@ class Row:
 
 
 def rule_label(rule: str, modulator: str) -> str:
-    """The row label of ``rule`` with ``modulator``: ``biohsic`` for the exact signal,
-    ``biohsic:<modulator>`` otherwise, the bare rule name for every other rule."""
-    return f"{rule}:{modulator}" if rule == "biohsic" and modulator != DEFAULT_MODULATOR else rule
+    """The row label of ``rule`` with ``modulator``: e.g. ``biohsic`` for the exact signal,
+    ``biohsic:<modulator>`` otherwise; the bare rule name for a rule that takes no modulator."""
+    return f"{rule}:{modulator}" if RULES[rule].modulated and modulator != DEFAULT_MODULATOR else rule
 
 
 def all_labels() -> list[str]:
-    """What ``--rules all`` means: every registered rule, plus ``biohsic:paper`` after ``biohsic``."""
+    """What ``--rules all`` means: every registered rule, plus ``<rule>:paper`` after each
+    modulated rule (``biohsic:paper``, the authors' signal)."""
 
     labels = []
     for name in RULES:
         labels.append(name)
-        if name == "biohsic":
+        if RULES[name].modulated:
             labels.append(rule_label(name, "paper"))
     return labels
 
@@ -101,11 +104,12 @@ def parse_rules(text: str | Sequence[str], modulator: str = DEFAULT_MODULATOR) -
         name, _, mod = part.partition(":")
         if name not in RULES:
             raise ConfigError(f"unknown rule {name!r} in --rules; choose from {', '.join(RULES)} or 'all'")
-        if mod and name != "biohsic":
-            raise ConfigError(f"--rules {part!r}: only biohsic takes a modulator (biohsic:exact, biohsic:paper)")
+        if mod and not RULES[name].modulated:
+            modulated = ", ".join(n for n, rule in RULES.items() if rule.modulated)
+            raise ConfigError(f"--rules {part!r}: only {modulated} takes a modulator (biohsic:exact, biohsic:paper)")
         if mod and mod not in MODULATORS:
             raise ConfigError(f"unknown modulator {mod!r} in --rules {part!r}; choose one of {', '.join(MODULATORS)}")
-        pair = (name, (mod or modulator) if name == "biohsic" else DEFAULT_MODULATOR)
+        pair = (name, (mod or modulator) if RULES[name].modulated else DEFAULT_MODULATOR)
         label = rule_label(*pair)
         if label in seen:
             raise ConfigError(f"--rules lists {label} twice; give each rule label once")
@@ -120,6 +124,7 @@ def plan(base: TrainConfig, rules: str | Sequence[str], out: str | Path) -> list
     entries = []
     for rule, modulator in parse_rules(rules, base.modulator):
         config = dataclasses.replace(base, rule=rule, modulator=modulator).resolved()
+        check_config(config)
         label = rule_label(rule, modulator)
         entries.append(Entry(label, config, Path(out) / label.replace(":", "-")))
     return entries
@@ -147,12 +152,13 @@ def run_state(entry: Entry) -> str:
     return "resume" if has_checkpoint else "new"
 
 
-def _log(message: str) -> None:
+def log_line(message: str) -> None:
+    """Print a progress line on stderr."""
     print(message, file=sys.stderr)
 
 
 def run_entry(entry: Entry, state: str, dataset: Dataset, *, progress: bool = False,
-              log: Callable[[str], None] = _log, threads: int | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] = log_line, threads: int | None = None) -> dict[str, Any]:
     """Train (or resume) ``entry``'s run unless ``state`` is ``"reuse"``; return its summary.
     A diverged run is recorded as such (its summary says so), not raised."""
 
@@ -211,7 +217,7 @@ def batch_text(config: TrainConfig) -> str:
 
     if not RULES[config.rule].streaming:
         return str(config.batch_size)
-    return f"1 (N={config.window})" if config.rule == "biohsic" else "1"
+    return f"1 (N={config.window})" if RULES[config.rule].modulated else "1"
 
 
 def _pm(value: tuple[float, float], scale: float, digits: int) -> str:
@@ -267,7 +273,7 @@ def csv_text(rows: Sequence[Row]) -> str:
         return "" if math.isnan(value) else repr(value)
 
     for r in rows:
-        writer.writerow([r.label, r.config.rule, r.config.modulator if r.config.rule == "biohsic" else "",
+        writer.writerow([r.label, r.config.rule, r.config.modulator if RULES[r.config.rule].modulated else "",
                          r.config.seeds, r.config.epochs, r.epochs_completed, r.status, batch_text(r.config),
                          num(r.test_accuracy[0]), num(r.test_accuracy[1]), num(r.test_loss[0]), num(r.test_loss[1]),
                          num(r.train_accuracy[0]), num(r.samples_per_second), num(r.wall_seconds), str(r.run_dir)])
@@ -278,8 +284,6 @@ def write_outputs(rows: Sequence[Row], out: Path) -> None:
     """Write ``compare.md``, ``compare.csv`` and (with matplotlib) ``compare.png`` into ``out``."""
     atomic_write_text(out / "compare.md", markdown_page(rows))
     atomic_write_text(out / "compare.csv", csv_text(rows))
-    from .plots import plot_compare
-
     base = rows[0].config
     try:
         plot_compare({r.label: learning_curves(r.run_dir) for r in rows}, out / "compare.png",
@@ -289,7 +293,7 @@ def write_outputs(rows: Sequence[Row], out: Path) -> None:
 
 
 def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, download: bool = False,
-            progress: bool = False, log: Callable[[str], None] = _log, threads: int | None = None) -> list[Row]:
+            progress: bool = False, log: Callable[[str], None] = log_line, threads: int | None = None) -> list[Row]:
     """Run every rule of ``rules`` with ``base``'s settings and seeds into ``out``; write and
     return the table's rows. Everything is checked (labels, settings, data, existing run
     folders) before the first run trains."""
@@ -304,50 +308,5 @@ def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, d
     return rows
 
 
-# --- the command line ----------------------------------------------------------------------
-COMMAND_HELP = """Train every rule of --rules on one task, --seeds models each (side by side, one run
-per rule, in OUT/<label>/), then print and write a table: OUT/compare.md, OUT/compare.csv
-and OUT/compare.png. A rule whose run in OUT finished with the same settings is reused,
-one that was interrupted resumes. Every option of `biohsic train` applies to every rule."""
-
-RULES_HELP = ("comma-separated rule labels: a rule name ({names}); biohsic takes the --modulator "
-              "(default exact), biohsic:paper (biohsic:<modulator>) adds a row with that signal; "
-              "'all' = {all} (default)")
-
-
-def default_out(config: TrainConfig) -> Path:
-    return Path("runs") / f"compare-{config.task}"
-
-
-def add_compare_command(commands) -> None:
-    """Add the ``compare`` sub-command to the ``biohsic`` parser's sub-parsers."""
-    from .cli import add_train_options
-
-    parser = commands.add_parser("compare", help="every rule × K seeds on one task: a table and learning curves",
-                                 description=COMMAND_HELP)
-    add_train_options(parser)
-    add = parser.add_argument
-    add("--rules", default=ALL, help=RULES_HELP.format(names=", ".join(RULES), all=",".join(all_labels())))
-    add("--seed", type=int, default=0, help="seed of the first model (default 0)")
-    add("--seeds", type=int, default=5, help="models per rule, seeds seed..seed+K-1 (default 5)")
-    add("--out", help="output folder (default runs/compare-<task>); runs already there are reused")
-    add("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=cmd_compare)
-
-
-def cmd_compare(args) -> int:
-    from .cli import config_from_args
-
-    base = config_from_args(args, seed=args.seed, seeds=args.seeds)
-    out = Path(args.out) if args.out else default_out(base)
-    rows = compare(base, args.rules, out, download=args.download, progress=not args.no_progress,
-                   threads=args.threads)
-    written = [str(out / name) for name in ("compare.md", "compare.csv", "compare.png") if (out / name).exists()]
-    _log(f"wrote {', '.join(written)}")
-    print(markdown_table(rows), end="")
-    return 0
-
-
-__all__ = ["ALL", "Entry", "Row", "add_compare_command", "all_labels", "cmd_compare", "compare", "csv_text",
-           "learning_curves", "markdown_table", "mean_sd", "parse_rules", "plan", "rule_label", "run_entry",
-           "run_state", "summarize", "write_outputs"]
+__all__ = ["ALL", "Entry", "Row", "all_labels", "compare", "csv_text", "learning_curves", "log_line", "markdown_table",
+           "mean_sd", "parse_rules", "plan", "rule_label", "run_entry", "run_state", "summarize", "write_outputs"]

@@ -6,15 +6,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from .data import TASKS
 from .errors import ConfigError, require
 from .functional.phsic import Z_KERNELS as PHSIC_KERNELS
 
-MODULATORS = ("exact", "paper", "paper-jan2024", "reservoir")
 READOUT_UPDATES = ("window", "newest")
 MEMORY_MODES = ("stored", "recompute")
 NEURONS = ("rate", "leaky")
-DTYPES = ("float32", "float64")
-#: How a reservoir modulator's readouts behave in training (see biohsic.reservoir_loop).
+#: The floating-point types a run can compute in, by name.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+#: How a reservoir modulator's readouts behave in training (see biohsic.reservoir.closed_loop).
 RESERVOIR_LEARNING = ("frozen", "delta", "force")
 
 #: Hyper-parameters of each task where the user gives none: the paper's (SPEC §7), except
@@ -67,9 +70,9 @@ class TrainConfig:
     phsic_horizon: int = 100
 
     def resolved(self) -> "TrainConfig":
-        """A copy with the task's defaults filled in, validated."""
-        from .data import TASKS
-
+        """A copy with the task's defaults filled in, and its values validated (the names of
+        rules and modulators, which live in registries, are checked by
+        :func:`biohsic.rules.check_config`)."""
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         defaults = TASK_DEFAULTS[self.task]
@@ -81,9 +84,6 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        from .rules import RULES
-
-        require(self.rule in RULES, f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
         require(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
         require(len(self.sigmas) == 3, f"--sigmas takes three values σx,σy,σz, got {len(self.sigmas)}")
         require(all(math.isfinite(s) and s > 0 for s in self.sigmas), f"--sigmas must all be positive, got {','.join(map(str, self.sigmas))}")
@@ -96,18 +96,13 @@ class TrainConfig:
         require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         require(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
         require(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
-        for name, value, allowed in (("modulator", self.modulator, MODULATORS),
-                                     ("readout-update", self.readout_update, READOUT_UPDATES),
+        for name, value, allowed in (("readout-update", self.readout_update, READOUT_UPDATES),
                                      ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
                                      ("dtype", self.dtype, DTYPES), ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS),
                                      ("reservoir-learning", self.reservoir_learning, RESERVOIR_LEARNING)):
             require(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")
         require(self.phsic_sigma > 0, f"--phsic-sigma must be positive, got {self.phsic_sigma}")
         require(self.phsic_horizon >= 1, f"--phsic-horizon must be at least 1 sample, got {self.phsic_horizon}")
-        require(self.neuron == "rate" or (self.rule == "biohsic" and self.modulator != "reservoir"),
-             "--neuron leaky is implemented for --rule biohsic with the exact or paper modulator only")
-        require(self.modulator != "reservoir" or self.reservoir,
-             "--modulator reservoir needs --reservoir FILE (train one with `biohsic reservoir train-task`)")
         require(self.reservoir_learning == "frozen" or self.modulator == "reservoir",
              f"--reservoir-learning {self.reservoir_learning} needs --modulator reservoir")
 

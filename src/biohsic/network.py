@@ -13,7 +13,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .functional.layers import HiddenCache, dense, hidden_forward, leaky_step, rectify_normalize
+from .functional.layers import (HiddenCache, dense, hidden_drive_grad, hidden_forward, hidden_local_grad, leaky_step,
+                                prediction_steps, rectify_normalize)
+from .seeding import seeded_generator
 
 
 def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -21,7 +23,7 @@ def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: to
     bound = 1.0 / math.sqrt(n_in)
     weights, biases = [], []
     for seed in seeds:
-        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + salt)
+        gen = seeded_generator(seed, salt)
         weights.append((torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
         biases.append((torch.rand(n_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
     return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
@@ -38,11 +40,32 @@ class Dense(nn.Module):
 
 
 class HiddenLayer(Dense):
-    r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`."""
+    r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`.
+
+    The interface every hidden layer offers the learning rules: :meth:`forward_cache` (the
+    forward pass and what the local update needs), :meth:`local_grad` (the local term
+    :math:`\sum_n J_n^\top g_n` for this layer's own parameters) and :meth:`drive_grad` (the
+    post-synaptic factor, for rules that pass a signal on to the layer below).
+    """
+
+    @property
+    def width(self) -> int:
+        """The size of the layer's output z (one sample, flattened)."""
+        return self.weight.shape[-2]
 
     def forward_cache(self, a: Tensor) -> HiddenCache:
         """The forward pass with what the local update needs (``a`` is ``(K, B, in)``)."""
         return hidden_forward(a, self.weight, self.bias)
+
+    def local_grad(self, cache: HiddenCache, signal: Tensor, presynaptic: Tensor | None = None,
+                   bias_trace: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The gradients of ``(weight, bias)`` for the signal ``(K, B, width)`` of the samples of
+        ``cache`` (:func:`~biohsic.functional.layers.hidden_local_grad`)."""
+        return hidden_local_grad(cache, signal, presynaptic, bias_trace)
+
+    def drive_grad(self, cache: HiddenCache, signal: Tensor) -> Tensor:
+        """The post-synaptic factor δ = ∂L/∂u (:func:`~biohsic.functional.layers.hidden_drive_grad`)."""
+        return hidden_drive_grad(cache, signal)
 
     def forward(self, a: Tensor) -> Tensor:
         return self.forward_cache(a).out
@@ -120,7 +143,7 @@ class Network(nn.Module):
         :math:`o \leftarrow o + \frac{dt}{\tau}(W z_{L-1} + b - o)`.
 
         ``state`` = ``[u_1, …, u_{L-1}, o]`` (``None``: at rest). Returns the hidden layers'
-        caches (``pre`` = each layer's instantaneous input) and the new state.
+        caches (``input`` = each layer's instantaneous input) and the new state.
         """
         a = self.expand(x)
         if state is None:
@@ -135,9 +158,9 @@ class Network(nn.Module):
 
     def simulate(self, x: Tensor, *, steps: int, dt: float, tau: float) -> Tensor:
         """The leaky network's prediction: each input presented for ``steps`` time steps
-        from rest, the readout averaged over the last ``steps // 2`` (at least one) steps."""
+        from rest, the readout averaged over the last :func:`~biohsic.functional.layers.prediction_steps`."""
         state, total = None, 0.0
-        averaged = max(steps // 2, 1)
+        averaged = prediction_steps(steps)
         for step in range(steps):
             _, state = self.leaky_step(x, state, dt=dt, tau=tau)
             if step >= steps - averaged:

@@ -1,4 +1,9 @@
-"""Figures of a run. matplotlib is an optional extra (``pip install 'biohsic[cli]'``)."""
+"""Figures of a run. matplotlib is an optional extra (``pip install 'biohsic[cli]'``).
+
+Figures are drawn with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`,
+no ``pyplot``): nothing here selects a backend or touches pyplot's global state, so importing
+biohsic or writing a run's figures in a notebook leaves the notebook's plotting as it was.
+"""
 from __future__ import annotations
 
 import io
@@ -8,29 +13,33 @@ from typing import Mapping, Sequence
 from .runs import atomic_write_bytes
 
 
-def _pyplot():
+def new_figure(**options):
+    """A detached :class:`matplotlib.figure.Figure` (ImportError without matplotlib)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
+def colour_cycle(n: int):
+    """``n`` or more distinct line colours (tab10, or tab20 beyond ten lines)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.colormaps["tab10" if n <= 10 else "tab20"].colors
 
 
 def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG, atomically, and close it."""
+    """Save a matplotlib figure as PNG, atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> None:
     """``curves.png``: accuracy, loss and each hidden layer's HSIC(X,Z), HSIC(Y,Z) per epoch."""
-    plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     n_panels = 3 if history and history[0].get("hsic_xz") else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4))
+    fig = new_figure(figsize=(4.2 * n_panels, 3.4))
+    axes = fig.subplots(1, n_panels)
     axes[0].plot(epochs, [r["test_accuracy"] for r in history], "o-", label="test")
     axes[0].plot(epochs, [r["train_accuracy"] for r in history], "s--", label="train")
     axes[0].set(xlabel="epoch", ylabel="accuracy")
@@ -54,11 +63,11 @@ def plot_compare(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path
     """``compare.png``: test accuracy and test loss per epoch, one colour per rule, the mean over
     seeds as a line and ± one sd as a band. ``curves[label]`` holds equally long sequences
     ``epoch``, ``accuracy_mean``, ``accuracy_sd``, ``loss_mean`` and ``loss_sd``."""
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colours = colour_cycle(len(curves))
+    fig = new_figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for (label, c), colour in zip(curves.items(), colours):
         for ax, name in zip(axes, ("accuracy", "loss")):
             mean, sd = c[f"{name}_mean"], c[f"{name}_sd"]
@@ -78,12 +87,12 @@ def plot_compare(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path
 
 def plot_capacity(rows: Sequence, path: Path) -> None:
     """``capacity.png``: two heatmaps (output R², update cosine) of a frozen reservoir's fit
-    over window N × units M (rows of :func:`biohsic.reservoir_study.capacity_study`)."""
-    plt = _pyplot()
+    over window N × units M (rows of :func:`biohsic.reservoir.study.capacity_study`)."""
     windows = sorted({row.window for row in rows})
     units = sorted({row.units for row in rows})
     cell = {(row.window, row.units): row for row in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig = new_figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, (field, title) in zip(axes, (("r2", "output R² vs g_N"), ("update_cosine", "update cosine"))):
         grid = [[getattr(cell[(n, m)], field) if (n, m) in cell else float("nan") for m in units] for n in windows]
         image = ax.imshow(grid, cmap="viridis", vmin=min(0.0, min(min(r) for r in grid)), vmax=1.0, aspect="auto")

@@ -17,24 +17,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import TrainConfig
+from .config import DTYPES, TrainConfig
 from .data import Dataset, load_task
+from .engine import EagerEngine, Engine
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .functional.hsic import hsic
 from .functional.kernels import gaussian_kernel
 from .network import Network
-from .rules import Rule, build_rule
+from .plots import plot_curves
+from .rules import Rule, build_rule, check_config
 from .runs import load_torch, read_json, save_torch, write_json, write_jsonl
+from .seeding import seeded_generator
 
 #: How many evaluation windows the per-layer HSIC is averaged over.
 EVAL_WINDOWS = 32
-#: Steps between two checks that the online loss is still finite.
-FINITE_CHECK_EVERY = 128
+#: Steps (updates) per chunk handed to the engine; the online loss is checked for
+#: non-finite values once per chunk.
+CHUNK_STEPS = 128
 
 
 def sample_order(seed: int, epoch: int, n: int, device: torch.device) -> Tensor:
     """The order in which one model sees the training set in one epoch (seeded by both)."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * int(epoch) + 17)
+    gen = seeded_generator(seed, 7919 * int(epoch) + 17)
     return torch.randperm(n, generator=gen).to(device)
 
 
@@ -109,10 +113,11 @@ class Trainer:
                  threads: int | None = None):
         self.config = config.resolved()
         cfg = self.config
+        check_config(cfg)
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-        self.dtype = getattr(torch, cfg.dtype)
+        self.dtype = DTYPES[cfg.dtype]
         self.data = dataset if dataset is not None else load_task(
             cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
         self.x_train, self.y_train = self._tensors(self.data.x_train, self.data.y_train)
@@ -124,6 +129,7 @@ class Trainer:
         self.network = Network(sizes, self.seeds, dtype=self.dtype).to(self.device)
         self.rule: Rule = build_rule(self.network, cfg)
         self.optimizer = make_optimizer(self.rule.trainable_parameters(), cfg)
+        self.engine: Engine = EagerEngine(self.rule, self.optimizer)
         self.windows = evaluation_windows(len(self.x_test), cfg.window).to(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if threads is not None and threads < 1:
@@ -159,18 +165,17 @@ class Trainer:
         correct = torch.zeros(k, device=self.device)
         bar = _progress(steps * batch, f"epoch {epoch + 1}/{self.config.epochs}", self.progress)
         start = time.perf_counter()
-        for step in range(steps):
-            idx = order[:, step * batch:(step + 1) * batch]
-            labels, xb, yb = self.y_train[idx], self.x_train[idx], self.onehot_train[idx]
-            for _ in range(self.rule.substeps):
-                logits = self.rule.compute_grads(xb, yb)
-                self.optimizer.step()
-            loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(-1)
+        for first in range(0, steps, CHUNK_STEPS):
+            last = min(first + CHUNK_STEPS, steps)
+            idx = order[:, first * batch:last * batch]
+            labels = self.y_train[idx]
+            logits = self.engine.train_chunk(self.x_train[idx], self.onehot_train[idx])
+            losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            loss_sum += losses.view(k, -1, batch).sum(-1).double().sum(-1)  # each batch's sum, then over batches
             correct += (logits.argmax(-1) == labels).sum(-1)
-            if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == steps:
-                self._check_finite(loss_sum, epoch, step)
-                if bar is not None:
-                    bar.update((step + 1) * batch - bar.n)
+            self._check_finite(loss_sum, epoch, last - 1)
+            if bar is not None:
+                bar.update(last * batch - bar.n)
         if bar is not None:
             bar.close()
         self.train_seconds += time.perf_counter() - start
@@ -193,7 +198,7 @@ class Trainer:
         per_model = {"test_accuracy": test_acc.tolist(), "test_loss": test_loss.tolist(),
                      "train_accuracy": train_acc.tolist(), "train_loss": train_loss.tolist(), **online}
         row: dict[str, Any] = {name: sum(values) / len(values) for name, values in per_model.items()}
-        row.update(self.rule.epoch_metrics())
+        row.update(self.engine.epoch_metrics())
         row.update(epoch=epoch + 1, hsic_xz=hx.mean(0).tolist(), hsic_yz=hy.mean(0).tolist(),
                    per_model=per_model, wall_seconds=self.train_seconds,
                    samples_per_second=self.samples_seen / max(self.train_seconds, 1e-9))
@@ -205,8 +210,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         save_torch(self._checkpoint_path(), {
-            "epoch": self.epoch, "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict(),
+            "epoch": self.epoch, "network": self.network.state_dict(), **self.engine.state_dict(),
             "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
         })
 
@@ -222,8 +226,7 @@ class Trainer:
         state = load_torch(path, self.device)
         try:
             self.network.load_state_dict(state["network"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.rule.load_state_dict(state["rule"])
+            self.engine.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{path} does not fit this run ({type(err).__name__}); "
                                   "start a new run with another --out") from None
@@ -243,8 +246,8 @@ class Trainer:
             "per_model": last.get("per_model"), "seeds": self.seeds,
             "samples_per_second": self.samples_seen / max(self.train_seconds, 1e-9),
             "wall_seconds": self.train_seconds, "device": str(self.device),
-            "modulator": cfg.modulator if cfg.rule == "biohsic" else None,
-            "memory": cfg.memory if cfg.rule == "biohsic" else None,
+            "modulator": cfg.modulator if self.rule.modulated else None,
+            "memory": cfg.memory if self.rule.modulated else None,
             "config": cfg.to_dict(),
         }
         if self.run_dir:
@@ -256,8 +259,6 @@ class Trainer:
 
     def _plot(self) -> None:
         """``curves.png``, when matplotlib (the ``cli`` extra) is installed."""
-        from .plots import plot_curves
-
         cfg = self.config
         try:
             plot_curves(self.history, self.run_dir / "curves.png",

@@ -20,7 +20,7 @@ def table_rows(text):
 
 def test_compare_prints_the_table_and_writes_its_files(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "biohsic.cli", "compare", *FAST, "--rules", "bp,readout",
+    result = subprocess.run([sys.executable, "-m", "biohsic", "compare", *FAST, "--rules", "bp,readout",
                              "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert table_rows(result.stdout) == ["bp", "readout"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from biohsic.cli_reservoir import add_reservoir_commands
+from biohsic.cli.reservoir import add_reservoir_commands
 from biohsic.errors import BiohsicError
 from biohsic.reservoir import Reservoir
 

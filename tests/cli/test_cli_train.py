@@ -13,7 +13,7 @@ FAST = ["--task", "xor", "--epochs", "1", "--hidden", "6,4", "--no-progress"]
 
 def run_cli(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "biohsic.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "biohsic", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 
 

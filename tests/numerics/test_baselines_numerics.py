@@ -236,7 +236,7 @@ def test_hsic_rule_is_each_layers_own_gradient(seeds):
     cfg = config("hsic", gamma=3.0)
     net = Network(SIZES, seeds, dtype=F64)
     x, y = batch(len(seeds), 8, seed=10)
-    RULES["hsic"](net, cfg).compute_grads(x, y)
+    RULES["hsic"](net, cfg).predict_and_write_grads(x, y)
     sx, sy, sz = cfg.sigmas
     kx, ky = ref_gaussian(x, sx, True), ref_gaussian(y, sy, True)
     assert_layer_grads(net, x, lambda z: reference_objective(kx, ky, ref_gaussian(z, sz, True), 3.0))
@@ -246,7 +246,7 @@ def test_normalized_hsic_rule_is_each_layers_own_gradient():
     cfg = config("hsic", gamma=3.0, hsic_normalized=True)
     net = Network(SIZES, (0, 1), dtype=F64)
     x, y = batch(2, 8, seed=11)
-    RULES["hsic"](net, cfg).compute_grads(x, y)
+    RULES["hsic"](net, cfg).predict_and_write_grads(x, y)
     sx, sy, sz = cfg.sigmas
     kx, ky = ref_gaussian(x, sx, True), ref_gaussian(y, sy, True)
 
@@ -265,7 +265,7 @@ def test_phsic_rule_is_each_layers_own_gradient(kind):
     cfg = config("phsic", gamma=2.0, phsic_kernel=kind, phsic_sigma=1.5)
     net = Network(SIZES, (3, 4), dtype=F64)
     x, y = batch(2, 8, seed=12)
-    RULES["phsic"](net, cfg).compute_grads(x, y)
+    RULES["phsic"](net, cfg).predict_and_write_grads(x, y)
     ky = ref_label_kernel(y)
 
     def objective(z: Tensor) -> Tensor:
@@ -285,7 +285,7 @@ def test_phsic_stream_is_the_gradient_of_the_pair_estimate(kind):
     x, y = batch(2, 3, seed=13)
     rule = RULES["phsic-stream"](net, cfg)
     for t in range(3):
-        rule.compute_grads(x[:, t:t + 1], y[:, t:t + 1])
+        rule.predict_and_write_grads(x[:, t:t + 1], y[:, t:t + 1])
     ky = ref_label_kernel(y)
     mean_y = (ky[:, 0, 1] + ky[:, 1, 2]) / 2
 
@@ -349,7 +349,7 @@ def assert_equal_to(net: Network, expected: list[list[Tensor]]) -> None:
 def test_bp_equals_autograd_of_an_nn_sequential():
     net = Network(SIZES, (0, 7), dtype=F64)
     x, y = batch(2, 5, seed=20)
-    logits = RULES["bp"](net, config("bp")).compute_grads(x, y)
+    logits = RULES["bp"](net, config("bp")).predict_and_write_grads(x, y)
     assert_equal_to(net, sequential_grads(net, x, y))
     torch.testing.assert_close(logits[1], sequential(net, 1)(x[1]), rtol=1e-12, atol=1e-14)
 
@@ -359,12 +359,12 @@ def test_fa_with_transposed_forward_weights_is_back_propagation():
     x, y = batch(2, 5, seed=21)
     rule = RULES["fa"](net, config("fa"))
     expected = sequential_grads(net, x, y)
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     assert rel_err(net.hidden[0].weight.grad[0], expected[0][0]) > 1e-3  # random feedback ≠ bp
     with torch.no_grad():
         for l, above in enumerate([*net.hidden[1:], net.readout]):
             rule.feedback[l].copy_(above.weight)
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     assert_equal_to(net, expected)
 
 
@@ -375,7 +375,7 @@ def test_dfa_with_one_hidden_layer_and_transposed_readout_is_back_propagation():
     rule = RULES["dfa"](net, config("dfa"))
     with torch.no_grad():
         rule.feedback[0].copy_(net.readout.weight)
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     assert_equal_to(net, sequential_grads(net, x, y))
 
 
@@ -407,7 +407,7 @@ def test_feedback_alignment_equals_autograd_with_swapped_backward(rule_name):
     net = Network(sizes, (2, 9), dtype=F64)
     x, y = batch(2, 6, seed=23, sizes=sizes)
     rule = RULES[rule_name](net, config(rule_name))
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     n = len(net.hidden)
     expected = feedback_autograd(net, x, y, [rule.feedback[l] for l in range(n)], direct=rule_name == "dfa")
     for param, grad in zip([p for layer in net.hidden for p in layer.parameters()], expected):
@@ -421,7 +421,7 @@ def test_forward_weights_never_enter_the_feedback_updates(rule_name, monkeypatch
     net = Network(SIZES, (0, 1), dtype=F64)
     x, y = batch(2, 5, seed=24)
     rule = RULES[rule_name](net, config(rule_name))
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     expected = [p.grad.clone() for p in net.parameters()]
     forward = net.readout.forward
 
@@ -433,7 +433,7 @@ def test_forward_weights_never_enter_the_feedback_updates(rule_name, monkeypatch
         return out
 
     monkeypatch.setattr(net.readout, "forward", forward_then_poison)
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     for param, grad in zip(net.parameters(), expected):
         torch.testing.assert_close(param.grad, grad, rtol=0, atol=0)
 
@@ -443,11 +443,11 @@ def test_changing_a_feedback_matrix_changes_the_update(rule_name):
     net = Network(SIZES, (0,), dtype=F64)
     x, y = batch(1, 5, seed=25)
     rule = RULES[rule_name](net, config(rule_name))
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     before = [layer.weight.grad.clone() for layer in net.hidden]
     with torch.no_grad():
         rule.feedback[1].mul_(-2.0)  # the top hidden layer's matrix
-    rule.compute_grads(x, y)
+    rule.predict_and_write_grads(x, y)
     # FA: the change reaches every layer below; DFA: only the layer the matrix feeds
     assert rel_err(net.hidden[1].weight.grad, before[1]) > 1e-3
     if rule_name == "fa":
@@ -473,7 +473,7 @@ def test_k_models_side_by_side_equal_separate_runs(rule_name):
         logits = []
         for t in range(steps):
             idx = slice(t * rule.batch_size, (t + 1) * rule.batch_size)
-            logits.append(rule.compute_grads(x[rows, idx], y[rows, idx]))
+            logits.append(rule.predict_and_write_grads(x[rows, idx], y[rows, idx]))
             opt.step()
         return [p.detach() for p in net.parameters()], logits
 

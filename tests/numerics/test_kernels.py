@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from biohsic.functional import (gaussian_kernel, gaussian_kernel_row, replace_kernel_slot,
+from biohsic.functional import (gaussian_kernel, gaussian_kernel_row,
                                 squared_distances)
 from biohsic.functional.kernels import gaussian_gram, gram_squared_distances
 
@@ -60,32 +60,6 @@ def test_gaussian_kernel_row_equals_loop_definition(d, sigma):
     win = torch.randn(6, d, generator=gen, dtype=F64)
     expected = torch.tensor(loop_kernel([new.tolist()], win.tolist(), sigma)[0], dtype=F64)
     torch.testing.assert_close(gaussian_kernel_row(new, win, sigma=sigma), expected, rtol=1e-13, atol=0)
-
-
-@pytest.mark.parametrize("lead", [(), (3,)])
-@pytest.mark.parametrize("n", [2, 5])
-def test_replace_kernel_slot_ring_buffer_equals_full_recomputation(lead, n):
-    """100 slides of a ring buffer (slot = t mod N), each an O(N) row/column update."""
-    gen = generator(5 + n)
-    d, sigma = 4, 0.8
-    buffer = torch.randn(*lead, n, d, generator=gen, dtype=F64)
-    kernel = gaussian_kernel(buffer, sigma=sigma)
-    original = kernel.clone()
-    for t in range(100):
-        slot = t % n
-        new = torch.randn(*lead, d, generator=gen, dtype=F64)
-        buffer[..., slot, :] = new
-        kernel = replace_kernel_slot(kernel, gaussian_kernel_row(new, buffer, sigma=sigma), slot)
-        err = (kernel - gaussian_kernel(buffer, sigma=sigma)).abs().max()
-        assert err < 1e-12, f"slide {t}: max error {err}"
-    assert not torch.equal(kernel, original)
-
-
-def test_replace_kernel_slot_does_not_modify_its_input():
-    kernel = gaussian_kernel(torch.randn(4, 2, generator=generator(6), dtype=F64), sigma=1.0)
-    before = kernel.clone()
-    replace_kernel_slot(kernel, torch.ones(4, dtype=F64), 1)
-    assert torch.equal(kernel, before)
 
 
 @settings(max_examples=50, deadline=None)

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from biohsic.config import TrainConfig
+from biohsic.data import load_task
+from biohsic.errors import ConfigError
 from biohsic.functional import HiddenCache, hidden_local_grad, leaky_step
 from biohsic.network import Network
-from biohsic.rules import build_rule
+from biohsic.rules import build_rule, check_config
 from biohsic.train import Trainer
 
 F64 = torch.float64
@@ -34,10 +36,12 @@ def test_eligibility_traces_give_the_exact_gradient_of_the_unrolled_membrane(ste
     h = torch.relu(u.detach())
     inv_std = torch.rsqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     # each sample is its own batch of one, as in the streaming rule
-    caches = [HiddenCache(trace[i:i + 1], u.detach()[i:i + 1], z.detach()[i:i + 1], inv_std[i:i + 1]) for i in range(2)]
-    grads = [hidden_local_grad(c, signal[i:i + 1]) for i, c in enumerate(caches)]
+    caches = [HiddenCache(inputs[-1, i:i + 1], u.detach()[i:i + 1], z.detach()[i:i + 1], inv_std[i:i + 1])
+              for i in range(2)]
+    grads = [hidden_local_grad(c, signal[i:i + 1], presynaptic=trace[i:i + 1], bias_trace=bias_trace[i:i + 1])
+             for i, c in enumerate(caches)]
     grad_w = sum(g[0] for g in grads)
-    grad_b = sum(g[1] * bias_trace[i] for i, g in enumerate(grads))
+    grad_b = sum(g[1] for g in grads)
     assert torch.allclose(grad_w, w.grad, rtol=1e-10, atol=1e-12)
     assert torch.allclose(grad_b, b.grad, rtol=1e-10, atol=1e-12)
 
@@ -61,7 +65,7 @@ def test_leaky_rule_with_dt_equal_tau_and_one_step_is_the_rate_rule():
     for cfg in (base, leaky):
         net = Network([2, 5, 4, 2], seeds=[0, 1], dtype=F64)
         rule = build_rule(net, cfg.resolved())
-        outs = [rule.compute_grads(x[t], y[t]) for t in range(6)]
+        outs = [rule.predict_and_write_grads(x[t], y[t]) for t in range(6)]
         grads.append(([p.grad.clone() for p in net.parameters()], outs))
     for g_rate, g_leaky in zip(grads[0][0], grads[1][0]):
         assert torch.allclose(g_rate, g_leaky, atol=1e-12)
@@ -77,17 +81,16 @@ def test_leaky_rule_presents_each_sample_for_t_steps_and_refreshes_the_newest_sl
     x = torch.randn(1, 1, 2, dtype=F64)
     y = F.one_hot(torch.tensor([[1]]), 2).to(F64)
     for step in range(4):
-        rule.compute_grads(x, y)
+        rule.predict_and_write_grads(x, y)
         assert rule.memory.count == 1
         current_output = F.layer_norm(torch.relu(rule.state[1]), (4,))[:, 0]   # state = [u_1, u_2, o]
-        assert torch.allclose(rule.memory.values["z1"][:, rule.memory.newest], current_output)
-    rule.compute_grads(x, y)
+        assert torch.allclose(rule.memory.layers[1].values[:, rule.memory.newest], current_output)
+    rule.predict_and_write_grads(x, y)
     assert rule.memory.count == 2
 
 
 def test_leaky_training_runs_and_is_reproducible():
     cfg = TrainConfig(task="xor", hidden=(6, 4), epochs=1, neuron="leaky", steps_per_sample=4)
-    from biohsic.data import load_task
     data = load_task("xor")
     data = dataclasses.replace(data, x_train=data.x_train[:80], y_train=data.y_train[:80])
     a = Trainer(cfg, dataset=data).run()
@@ -95,7 +98,8 @@ def test_leaky_training_runs_and_is_reproducible():
     assert a["per_model"] == b["per_model"]
 
 
-def test_leaky_units_are_refused_for_other_rules():
-    from biohsic.errors import ConfigError
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "hsic", "phsic", "phsic-stream", "readout"])
+def test_leaky_units_are_refused_for_other_rules(rule):
     with pytest.raises(ConfigError, match="--neuron leaky"):
-        TrainConfig(task="xor", rule="bp", neuron="leaky").resolved()
+        check_config(TrainConfig(task="xor", rule=rule, neuron="leaky").resolved())
+    check_config(TrainConfig(task="xor", rule=rule).resolved())

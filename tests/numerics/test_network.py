@@ -57,7 +57,7 @@ def test_forward_equals_functional_layers_chained_by_hand():
         for got, expected in zip(net.features(x), outs, strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
         caches = net.hidden_caches(x)
-        assert torch.equal(caches[0].pre, x) and torch.equal(caches[1].pre, outs[0])
+        assert torch.equal(caches[0].input, x) and torch.equal(caches[1].input, outs[0])
 
 
 def test_forward_equals_explicit_layer_norm_network():

@@ -48,7 +48,6 @@ def _compute(t):
     out = {
         "sqdist": fn.squared_distances(t["a"], t["a"][:, :4]),
         "kernel_x": kx, "kernel_z": kz, "row": row,
-        "replace": fn.replace_kernel_slot(kx, row, 0),
         "center": fn.center(kx), "hsic": fn.hsic(kx, kz),
         "objective": fn.layer_objective(kx, ky, kz, GAMMA),
         "z": z, "drive": cache.drive,
@@ -62,12 +61,12 @@ def _compute(t):
         "drive_grad": hidden_drive_grad(cache, t["g"]),
         "output_error": output_error(logits, t["y"]),
         "modulation_row": modulator._modulation_row(kx, ky, 2, gamma=GAMMA),
-        "signal_from_row": modulator._exact_signal_from_row(modulator._modulation_row(kx, ky, 2, gamma=GAMMA), kz[..., 2, :], z, 2,
-                                                    sigma_z=sz),
+        "signal_from_row": modulator._exact_signal_from_row(modulator._modulation_row(kx, ky, 2, gamma=GAMMA),
+                                                            kz[..., 2, :], z, 2, sigma_z=sz),
     }
     for kind in fn.KINDS:
         out[f"modulator_{kind}"] = fn.modulatory_signal(t["x"], t["y"], z, gamma=GAMMA, sigmas=SIGMAS, kind=kind)
-        out[f"signal_at_{kind}"] = modulator._signal_from_kernels(kx, ky, kz, z, -1, gamma=GAMMA, sigma_z=sz, kind=kind)
+        out[f"signal_from_kernels_{kind}"] = modulator._signal_from_kernels(kx, ky, kz, z, -1, gamma=GAMMA, sigma_z=sz, kind=kind)
     out["local_w"], out["local_b"] = fn.hidden_local_grad(cache, t["g"])
     out["ce_w"], out["ce_b"] = fn.cross_entropy_grad(z, logits, t["y"])
     return out

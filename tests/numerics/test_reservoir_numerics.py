@@ -15,7 +15,7 @@ from biohsic.functional import hidden_local_grad, modulatory_signal
 from biohsic.functional.reservoir import (delta_rule_increment, mean_cosine, memory_capacity, r2_score, ridge_readout,
                                           rls_step)
 from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig, Ridge
-from biohsic.reservoir_study import (StreamSettings, make_stream, random_layer, reservoir_memory_capacity,
+from biohsic.reservoir.study import (StreamSettings, make_stream, random_layer, reservoir_memory_capacity,
                                      update_metrics, window_signals)
 
 from ._helpers import F64, generator, rel_err
@@ -117,13 +117,14 @@ def test_ridge_readout_equals_least_squares_on_the_augmented_system():
                                rtol=1e-10, atol=1e-12)
 
 
-def _drive(res: Reservoir, u: torch.Tensor, targets: torch.Tensor | None, learn_until: int) -> torch.Tensor:
+def _drive(res: Reservoir, u: torch.Tensor, targets: torch.Tensor | None, learn_until: int,
+           learner=None) -> torch.Tensor:
     zero = torch.zeros(u.shape[1], 1, dtype=u.dtype)
     res.reset()
     outs = []
     for t in range(u.shape[0]):
         learn = targets is not None and 5 <= t < learn_until
-        outs.append(res.step_sample(u[t], zero, zero, targets[t] if learn else None))
+        outs.append(res.step_sample(u[t], zero, zero, targets[t] if learn else None, learner))
     return torch.stack(outs)
 
 
@@ -133,8 +134,7 @@ def test_force_fits_a_delayed_copy_of_the_input_on_held_out_steps():
     res = Reservoir(cfg, dtype=F64)
     u = torch.rand(1300, 1, 1, generator=generator(5), dtype=F64) * 2 - 1
     delayed = torch.cat([torch.zeros(1, 1, 1, dtype=F64), u[:-1]])
-    res.learner = Force(alpha=1.0)
-    outs = _drive(res, u, delayed, learn_until=1000)
+    outs = _drive(res, u, delayed, learn_until=1000, learner=Force(alpha=1.0))
     w_after_training = res.w_out.clone()
     assert float(r2_score(outs[1000:, 0], delayed[1000:, 0])) > 0.95
     assert torch.equal(res.w_out, w_after_training)  # no target after step 1000: frozen
@@ -147,8 +147,7 @@ def test_force_without_feedback_reaches_the_ridge_readout():
     readouts = []
     for learner in (Force(alpha=0.7), Ridge(alpha=0.7)):
         res = Reservoir(cfg, dtype=F64)
-        res.learner = learner
-        _drive(res, u, target, learn_until=200)
+        _drive(res, u, target, learn_until=200, learner=learner)
         learner.finish(res.w_out)
         readouts.append(res.w_out.clone())
     assert rel_err(readouts[0], readouts[1]) < 1e-8
@@ -160,25 +159,28 @@ def test_every_step_delta_rule_equals_the_loop_of_the_paper():
     gen = generator(7)
     x, y, z = (torch.randn(2, d, generator=gen, dtype=F64) for d in (2, 2, 3))
     target = torch.randn(2, 3, generator=gen, dtype=F64)
-    res.learner, twin.learner = DeltaRule(lr=0.05, every_step=True), DeltaRule(lr=0.05)
-    res.step_sample(x, y, z, target)
+    res.step_sample(x, y, z, target, DeltaRule(lr=0.05, every_step=True))
+    once_per_sample = DeltaRule(lr=0.05)
     for _ in range(4):  # one step per call, learning at its end = learning at every step
-        twin.step_sample(x, y, z, target)
+        twin.step_sample(x, y, z, target, once_per_sample)
     torch.testing.assert_close(res.w_out, twin.w_out, rtol=1e-13, atol=1e-15)
 
 
-def test_learn_after_step_sample_equals_learning_inside_it():
+def test_learning_in_step_sample_is_one_learner_update_after_the_last_step():
+    """Learning once per sample happens after the sample's last step: it equals a frozen
+    presentation followed by one learner update from the last step's rates and output."""
     gen = generator(8)
     x, y, z = (torch.randn(3, d, generator=gen, dtype=F64) for d in (2, 2, 3))
     target = torch.randn(3, 3, generator=gen, dtype=F64)
     a, b = tiny_reservoir(steps_per_sample=3), tiny_reservoir(steps_per_sample=3)
-    a.learner, b.learner = Force(), Force()
+    learner_a, learner_b = Force(), Force()
     for _ in range(3):
-        out_a = a.step_sample(x, y, z, target)
+        out_a = a.step_sample(x, y, z, target, learner_a)
         out_b = b.step_sample(x, y, z)
-        b.learn(target)
+        learner_b.update(b.w_out, b.r, b.o, target)
         torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
     torch.testing.assert_close(a.w_out, b.w_out, rtol=0, atol=0)
+    assert not torch.equal(a.w_out, torch.zeros_like(a.w_out))
 
 
 def test_memory_capacity_of_one_linear_unit_matches_the_closed_form():

@@ -34,7 +34,7 @@ def test_every_rule_writes_grads_in_the_parameters_layout(rule):
     instance = build_rule(net, config(rule))
     x, y = batches(rule)
     for t in range(len(x)):
-        instance.compute_grads(x[t], y[t])
+        instance.predict_and_write_grads(x[t], y[t])
     for p in instance.trainable_parameters():
         if p.grad is not None:
             assert p.grad.stride() == p.stride()
@@ -52,7 +52,7 @@ def test_fused_adamw_steps_equal_the_reference_adamw(rule):
             params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
         x, y = batches(rule)
         for t in range(len(x)):
-            instance.compute_grads(x[t], y[t])
+            instance.predict_and_write_grads(x[t], y[t])
             optimizer.step()
         results.append([p.detach().clone() for p in net.parameters()])
     for fused, reference in zip(*results):

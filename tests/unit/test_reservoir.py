@@ -9,7 +9,7 @@ import torch
 
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
 from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
-from biohsic.reservoir_study import (LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
+from biohsic.reservoir.study import (LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
                                      reservoir_memory_capacity, train_apriori, write_capacity)
 
 SMALL = dict(d_x=4, d_y=3, d_z=5, units=30, window=3, steps_per_sample=2)
@@ -91,7 +91,7 @@ def test_saved_reservoir_reloads_to_identical_outputs(tmp_path):
     path = tmp_path / "res.pt"
     res.save(path, info={"note": "test"})
     loaded = Reservoir.load(path, expect_window=3, expect_dims=(4, 3, 5))
-    assert loaded.config == res.config and loaded.info["note"] == "test" and loaded.frozen
+    assert loaded.config == res.config and loaded.info["note"] == "test"
     def dense(t):
         return t.to_dense() if t.is_sparse_csr else t
 
@@ -107,7 +107,6 @@ def test_saved_reservoir_reloads_to_identical_outputs(tmp_path):
 
 def test_frozen_evaluation_never_changes_the_readout():
     res = trained()
-    res.learner = Force()  # even with a learner attached, evaluation passes no targets
     before = res.w_out.clone()
     result = evaluate_frozen(res, StreamSettings(samples=32, streams=4, washout=2, data_seed=1))
     assert torch.equal(res.w_out, before)
@@ -123,8 +122,10 @@ def test_step_without_target_never_learns_and_target_needs_a_learner():
     assert torch.equal(res.w_out, before)
     with pytest.raises(ValueError, match="learner"):
         res.step_sample(x, y, z, torch.zeros(2, 5))
-    res.learner = DeltaRule(lr=0.1)
-    res.step_sample(x, y, z, torch.ones(2, 5))
+    learner = DeltaRule(lr=0.1)
+    res.step_sample(x, y, z, None, learner)  # a learner without a target learns nothing
+    assert torch.equal(res.w_out, before)
+    res.step_sample(x, y, z, torch.ones(2, 5), learner)
     assert not torch.equal(res.w_out, before)
 
 

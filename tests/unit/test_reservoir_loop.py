@@ -15,7 +15,7 @@ from biohsic.functional.layers import hidden_local_grad
 from biohsic.functional.modulator import modulatory_signal
 from biohsic.network import Network
 from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
-from biohsic.reservoir_loop import ReservoirModulator, layer_file, reservoir_paths
+from biohsic.reservoir.closed_loop import ReservoirModulator, layer_file, reservoir_paths
 from biohsic.rules import build_rule
 
 SIZES = [5, 6, 4, 3]
@@ -64,8 +64,8 @@ def window_target(history, layer):
 def test_layer_updates_use_the_reservoir_signal(folder, learning):
     net, rule = make_rule(folder, learning)
     ref = [Reservoir.load(layer_file(folder, l)) for l in range(2)]
-    for r in ref:
-        r.learner = {"frozen": None, "delta": DeltaRule(every_step=True), "force": Force(alpha=0.5)}[learning]
+    learners = [{"frozen": None, "delta": DeltaRule(every_step=True), "force": Force(alpha=0.5)}[learning]
+                for _ in ref]
     start = [r.w_out.clone() for r in rule.modulator.reservoirs]
     x, y = stream(WINDOW + 6)
     history = []
@@ -75,8 +75,9 @@ def test_layer_updates_use_the_reservoir_signal(folder, learning):
         history.append((x[t][:, 0], y[t][:, 0], *(c.out[:, 0] for c in caches)))
         full = len(history) >= WINDOW
         targets = [window_target(history, l) if full and learning != "frozen" else None for l in range(2)]
-        signals = [r.step_sample(x[t][:, 0], y[t][:, 0], c.out[:, 0], g) for r, c, g in zip(ref, caches, targets)]
-        rule.compute_grads(x[t], y[t])
+        signals = [r.step_sample(x[t][:, 0], y[t][:, 0], c.out[:, 0], g, learner)
+                   for r, c, g, learner in zip(ref, caches, targets, learners)]
+        rule.predict_and_write_grads(x[t], y[t])
         if not full:
             assert net.hidden[0].weight.grad is None
             continue
@@ -89,7 +90,7 @@ def test_layer_updates_use_the_reservoir_signal(folder, learning):
                 p.add_(0.05 * torch.randn_like(p))
     for before, res, r in zip(start, rule.modulator.reservoirs, ref):
         if learning == "frozen":
-            assert torch.equal(res.w_out, before) and res.frozen
+            assert torch.equal(res.w_out, before) and rule.modulator.learners == [None, None]
         else:
             assert not torch.equal(res.w_out, before)
             torch.testing.assert_close(res.w_out, r.w_out, rtol=1e-9, atol=1e-14)
@@ -99,7 +100,7 @@ def test_epoch_metrics_are_the_cosines_with_the_exact_signal(folder):
     net, rule = make_rule(folder, k=3)
     x, y = stream(WINDOW + 3, k=3)
     for t in range(WINDOW + 2):
-        rule.compute_grads(x[t], y[t])
+        rule.predict_and_write_grads(x[t], y[t])
     assert set(rule.epoch_metrics()) == {"reservoir_signal_cosine", "reservoir_update_cosine"}
     probe = [Reservoir.load(layer_file(folder, l)) for l in range(2)]
     for res, live in zip(probe, rule.modulator.reservoirs):
@@ -107,7 +108,7 @@ def test_epoch_metrics_are_the_cosines_with_the_exact_signal(folder):
     t = WINDOW + 2
     with torch.no_grad():
         caches = net.hidden_caches(x[t])
-    rule.compute_grads(x[t], y[t])
+    rule.predict_and_write_grads(x[t], y[t])
     metrics = rule.epoch_metrics()
     exact = [rule.modulator.exact(rule.memory, x[t][:, 0], y[t][:, 0], [c.out[:, 0] for c in caches])]
     for l, (res, cache) in enumerate(zip(probe, caches)):
@@ -126,14 +127,14 @@ def test_checkpoint_state_continues_the_same_stream(folder, learning):
     x, y = stream(WINDOW + 8)
     net, rule = make_rule(folder, learning)
     for t in range(WINDOW + 3):
-        rule.compute_grads(x[t], y[t])
+        rule.predict_and_write_grads(x[t], y[t])
     state = copy.deepcopy(rule.state_dict())
     net2, rule2 = make_rule(folder, learning)
     net2.load_state_dict(net.state_dict())
     rule2.load_state_dict(state)
     for t in range(WINDOW + 3, len(x)):
-        rule.compute_grads(x[t], y[t])
-        rule2.compute_grads(x[t], y[t])
+        rule.predict_and_write_grads(x[t], y[t])
+        rule2.predict_and_write_grads(x[t], y[t])
         for a, b in zip(net.parameters(), net2.parameters()):
             assert torch.equal(a.grad, b.grad)
     with pytest.raises(CheckpointError, match="reservoir-learning"):
@@ -169,4 +170,4 @@ def test_online_modes_need_the_reservoir_modulator():
     with pytest.raises(ConfigError, match="--reservoir-learning"):
         TrainConfig(task="xor", modulator="reservoir", reservoir="x.pt", reservoir_learning="paper").resolved()
     with pytest.raises(ConfigError, match="unknown --reservoir-learning"):
-        ReservoirModulator([], None, learning="online")
+        ReservoirModulator([], [], None, learning="online")

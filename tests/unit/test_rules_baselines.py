@@ -47,7 +47,7 @@ def train(rule_name: str, steps: int, seed: int = 0, **fields) -> tuple[Network,
     gen = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
         idx = torch.randint(256, (rule.batch_size,), generator=gen)
-        logits = rule.compute_grads(x[:, idx], y[:, idx])
+        logits = rule.predict_and_write_grads(x[:, idx], y[:, idx])
         assert logits.shape == (1, rule.batch_size, 2)
         opt.step()
     return net, x, y, before
@@ -112,7 +112,7 @@ def test_bad_baseline_settings_raise_one_line_config_errors(rule_name, fields, m
 
 def stream(rule, x: Tensor, y: Tensor, steps: range) -> None:
     for t in steps:
-        rule.compute_grads(x[:, t:t + 1], y[:, t:t + 1])
+        rule.predict_and_write_grads(x[:, t:t + 1], y[:, t:t + 1])
 
 
 def test_phsic_stream_waits_for_a_previous_sample_and_forgets_it_on_reset():

@@ -62,19 +62,3 @@ def gaussian_gram(a: Tensor, *, s2: float) -> Tensor:
     (:func:`gaussian_kernel`).
     """
     return torch.exp(gram_squared_distances(a) / (-2.0 * s2))
-
-
-def replace_kernel_slot(kernel: Tensor, row: Tensor, slot: int) -> Tensor:
-    r"""The sliding update of a window's kernel matrix, O(N).
-
-    When the sample held in ``slot`` leaves the window and a new sample takes its
-    place, only row and column ``slot`` of the symmetric kernel matrix change:
-    :math:`K_{s,j} = K_{j,s} = k(v, w_j)`. ``kernel`` is ``(..., N, N)`` and ``row``
-    ``(..., N)`` holds the new sample's kernel values against the window *after*
-    the replacement (so ``row[..., slot]`` is k(v, v) = 1). Returns a new tensor;
-    :class:`biohsic.memory.WorkingMemory` applies the same update in place.
-    """
-    out = kernel.clone()
-    out[..., slot, :] = row
-    out[..., :, slot] = row
-    return out

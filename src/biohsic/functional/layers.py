@@ -21,8 +21,8 @@ LAYER_NORM_EPS = 1e-5
 class HiddenCache(NamedTuple):
     """What a hidden layer's local update needs from its forward pass."""
 
-    pre: Tensor       # a: the layer's input (pre-synaptic activity)
-    drive: Tensor     # u = W a + b
+    input: Tensor     # a: the layer's input, the pre-synaptic activity
+    drive: Tensor     # u = W a + b (for leaky units, the membrane potential)
     out: Tensor       # z = LayerNorm(relu(u))
     inv_std: Tensor   # 1 / sqrt(Var[relu(u)] + eps), one per sample
 
@@ -61,16 +61,22 @@ def hidden_drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
     return dh * (cache.drive > 0)
 
 
-def hidden_local_grad(cache: HiddenCache, signal: Tensor) -> tuple[Tensor, Tensor]:
+def hidden_local_grad(cache: HiddenCache, signal: Tensor, presynaptic: Tensor | None = None,
+                      bias_trace: Tensor | None = None) -> tuple[Tensor, Tensor]:
     r"""The local term :math:`\sum_n J_n^\top g_n` of a hidden layer: with the post-synaptic
-    factor :math:`\delta_n` of :func:`hidden_drive_grad`, :math:`\partial L/\partial W = \sum_n \delta_n a_n^\top`
-    (post × pre) and :math:`\partial L/\partial b = \sum_n \delta_n`.
+    factor :math:`\delta_n` of :func:`hidden_drive_grad`, :math:`\partial L/\partial W = \sum_n \delta_n \bar a_n^\top`
+    (post × pre) and :math:`\partial L/\partial b = \sum_n \delta_n \bar 1_n`.
 
-    ``signal`` ``(..., B, out)`` holds :math:`g_n` for the B samples of ``cache``;
-    returns ``(dW (..., out, in), db (..., out))``.
+    ``signal`` ``(..., B, out)`` holds :math:`g_n` for the B samples of ``cache``. The
+    pre-synaptic factor :math:`\bar a` is the layer's input ``cache.input`` for rate units; for
+    leaky units it is the eligibility trace of the input, ``presynaptic``, and
+    :math:`\bar 1` the trace of the constant 1, ``bias_trace`` ``(..., B, 1)``
+    (see :func:`leaky_step`). Returns ``(dW (..., out, in), db (..., out))``.
     """
     delta = hidden_drive_grad(cache, signal)
-    return delta.transpose(-1, -2) @ cache.pre, delta.sum(-2)
+    pre = cache.input if presynaptic is None else presynaptic
+    bias_delta = delta if bias_trace is None else delta * bias_trace
+    return delta.transpose(-1, -2) @ pre, bias_delta.sum(-2)
 
 
 def output_error(logits: Tensor, targets: Tensor) -> Tensor:
@@ -79,16 +85,20 @@ def output_error(logits: Tensor, targets: Tensor) -> Tensor:
     return (torch.softmax(logits, -1) - targets) / logits.shape[-2]
 
 
-def cross_entropy_grad(features: Tensor, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def cross_entropy_grad(features: Tensor, logits: Tensor, targets: Tensor,
+                       bias_trace: Tensor | None = None) -> tuple[Tensor, Tensor]:
     r"""The readout's delta rule: the gradient of the mean softmax cross-entropy,
 
     .. math:: \frac{\partial}{\partial W} = \frac{1}{B}\sum_n (\mathrm{softmax}(o_n) - y_n)\, z_n^\top,
               \qquad \frac{\partial}{\partial b} = \frac{1}{B}\sum_n (\mathrm{softmax}(o_n) - y_n)
 
     ``features`` ``(..., B, in)``, ``logits`` and one-hot ``targets`` ``(..., B, classes)``.
+    For leaky units ``features`` is the eligibility trace of the readout's input and
+    ``bias_trace`` ``(..., B, 1)`` the trace of the constant 1 (see :func:`leaky_step`).
     """
     error = output_error(logits, targets)
-    return error.transpose(-1, -2) @ features, error.sum(-2)
+    bias_error = error if bias_trace is None else error * bias_trace
+    return error.transpose(-1, -2) @ features, bias_error.sum(-2)
 
 
 def leaky_step(state: Tensor, drive: Tensor, *, dt: float, tau: float) -> Tensor:
@@ -99,5 +109,11 @@ def leaky_step(state: Tensor, drive: Tensor, *, dt: float, tau: float) -> Tensor
     :math:`\bar a \leftarrow \bar a + \frac{dt}{\tau}(a - \bar a)`: for weights held fixed,
     :math:`\partial u(t)/\partial W = \bar a(t)^\top` and :math:`\partial u(t)/\partial b = \bar 1(t)`
     (the filtered constant 1), so the local term of a leaky layer is
-    :func:`hidden_local_grad` with ``pre`` = the trace of its input."""
+    :func:`hidden_local_grad` with ``presynaptic`` = the trace of its input."""
     return state + (dt / tau) * (drive - state)
+
+
+def prediction_steps(steps: int) -> int:
+    r"""How many of the ``steps`` time steps of a sample's presentation the prediction of a
+    network of leaky units averages its readout over: the last half, :math:`\max(\lfloor T/2\rfloor, 1)` (SPEC §5)."""
+    return max(steps // 2, 1)

@@ -7,12 +7,14 @@ sample per model per step (``batch_size`` = 1); minibatch rules see ``batch_size
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig
+from ..errors import ConfigError, require
+from ..functional.layers import HiddenCache
 from ..network import Network
 
 
@@ -23,10 +25,20 @@ class Rule(abc.ABC):
     name: ClassVar[str]
     #: True when the rule sees one sample at a time (batch size 1)
     streaming: ClassVar[bool] = False
+    #: True for a three-factor rule whose hidden layers take the signal of ``config.modulator``
+    #: from a working memory of ``config.window`` samples (its run records modulator and memory)
+    modulated: ClassVar[bool] = False
 
     def __init__(self, network: Network, config: TrainConfig):
         self.network = network
         self.config = config
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        """Raise :class:`~biohsic.errors.ConfigError` for settings this rule cannot run
+        (by default: leaky units, which only the three-factor rule simulates)."""
+        require(config.neuron == "rate",
+                "--neuron leaky is implemented for --rule biohsic with the exact or paper modulator only")
 
     @property
     def batch_size(self) -> int:
@@ -34,8 +46,8 @@ class Rule(abc.ABC):
 
     @property
     def substeps(self) -> int:
-        """Updates per sample: the trainer calls :meth:`compute_grads` and the optimiser this
-        many times with the same samples (time steps of leaky units; 1 otherwise)."""
+        """Updates per sample: the trainer calls :meth:`predict_and_write_grads` and the
+        optimiser this many times with the same samples (time steps of leaky units; 1 otherwise)."""
         return 1
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -43,13 +55,13 @@ class Rule(abc.ABC):
         return list(self.network.parameters())
 
     @abc.abstractmethod
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
-        """Write this step's update into ``.grad`` of :meth:`trainable_parameters`.
-
-        ``x`` is ``(K, B, d_in)``, ``y`` the one-hot labels ``(K, B, classes)``. Returns the
-        logits the network gave these samples *before* the update, ``(K, B, classes)``
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        """Write this step's update into ``.grad`` of :meth:`trainable_parameters` and return
+        the logits the network gave these samples *before* the update, ``(K, B, classes)``
         (for the online loss and accuracy; with :attr:`substeps` > 1, the last call's
         return value is the prediction).
+
+        ``x`` is ``(K, B, d_in)``, ``y`` the one-hot labels ``(K, B, classes)``.
         """
 
     def reset(self) -> None:
@@ -79,6 +91,23 @@ def set_grad(param: nn.Parameter, value: Tensor) -> None:
     param.grad.copy_(value)
 
 
+def write_grads(params: Iterable[nn.Parameter], grads: Iterable[Tensor]) -> None:
+    """:func:`set_grad` of each parameter with its gradient, in order."""
+    for param, grad in zip(params, grads, strict=True):
+        set_grad(param, grad)
+
+
+def write_hidden_grads(network: Network, caches: Sequence[HiddenCache], signals: Sequence[Tensor],
+                       presynaptic: Sequence[Tensor] | None = None, bias_trace: Tensor | None = None) -> None:
+    r"""Each hidden layer's local term :math:`\sum_n J_n^\top g_n` for its signal
+    ``signals[l]`` ``(K, B, d_l)``, into its parameters' ``.grad``. ``presynaptic`` and
+    ``bias_trace``: eligibility traces of leaky units (see
+    :meth:`biohsic.network.HiddenLayer.local_grad`)."""
+    traces = presynaptic if presynaptic is not None else [None] * len(caches)
+    for layer, cache, signal, trace in zip(network.hidden, caches, signals, traces, strict=True):
+        write_grads((layer.weight, layer.bias), layer.local_grad(cache, signal, trace, bias_trace))
+
+
 RULES: dict[str, type[Rule]] = {}
 
 
@@ -88,8 +117,18 @@ def register(cls: type[Rule]) -> type[Rule]:
     return cls
 
 
+def check_config(config: TrainConfig) -> None:
+    """Raise :class:`~biohsic.errors.ConfigError` unless ``config`` (resolved) names a
+    registered rule that can run its settings."""
+    if config.rule not in RULES:
+        raise ConfigError(f"unknown rule {config.rule!r}; choose one of {', '.join(RULES)}")
+    RULES[config.rule].check_config(config)
+
+
 def build_rule(network: Network, config: TrainConfig) -> Rule:
+    check_config(config)
     return RULES[config.rule](network, config)
 
 
-__all__ = ["RULES", "Rule", "build_rule", "register", "set_grad"]
+__all__ = ["RULES", "Rule", "build_rule", "check_config", "register", "set_grad", "write_grads",
+           "write_hidden_grads"]

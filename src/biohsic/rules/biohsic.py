@@ -4,8 +4,9 @@ One step, for the newest sample of each model:
 
 1. forward through the hidden layers (each keeps its own local cache);
 2. the working memory takes the sample's input, label and layer outputs;
-3. each hidden layer receives its modulatory signal :math:`g_N` (from the memory's
-   kernels: ``exact`` or the authors' ``paper`` signal; or from a reservoir);
+3. each hidden layer receives its modulatory signal :math:`g_N` from the modulator
+   ``config.modulator`` names in :data:`biohsic.modulators.MODULATORS` (the exact gradient
+   from the memory's kernels by default);
 4. each hidden layer writes its local term :math:`J_N^\top g_N` into ``.grad``;
 5. the readout writes its cross-entropy gradient (window average or newest sample).
 
@@ -14,76 +15,17 @@ written (``.grad`` stays ``None``, so the optimiser leaves the parameters alone)
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..functional.layers import HiddenCache, cross_entropy_grad, hidden_local_grad, leaky_step
-from ..functional.modulator import _exact_signal_from_row, _modulation_row, _signal_from_kernels
+from ..functional.layers import HiddenCache, cross_entropy_grad, leaky_step, prediction_steps
 from ..memory import WorkingMemory
+from ..modulators import build_modulator, check_modulator
 from ..network import Network
-from .base import Rule, register, set_grad
-
-
-class Modulator(Protocol):
-    """Produces each hidden layer's modulatory signal for the newest sample."""
-
-    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
-        """``x`` ``(K, d_x)`` and ``y`` ``(K, classes)`` are the newest sample's, ``caches`` its
-        hidden layers' forward passes (outputs ``(K, 1, d_l)``); returns one ``(K, d_l)``
-        signal per hidden layer."""
-
-    def reset(self) -> None:
-        """Forget the stream seen so far."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """State carried between steps, for checkpoints."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-
-    def epoch_metrics(self) -> dict[str, Any]:
-        """Scores of the signal gathered since the last call (e.g. a reservoir's fit)."""
-
-
-class KernelModulator:
-    """:math:`g_N` from the working memory's kernel matrices (``kind`` exact, paper or paper-jan2024)."""
-
-    def __init__(self, kind: str, gamma: float, sigma_z: float):
-        self.kind, self.gamma, self.sigma_z = kind, gamma, sigma_z
-
-    def __call__(self, memory: WorkingMemory, x: Tensor, y: Tensor, caches: list[HiddenCache]) -> list[Tensor]:
-        kx, ky, newest = memory.kernels["x"], memory.kernels["y"], memory.newest
-        if self.kind == "exact":  # row N of M is the same for every layer: compute it once
-            m_row = _modulation_row(kx, ky, newest, gamma=self.gamma)
-            return [_exact_signal_from_row(m_row, memory.kernels[f"z{l}"][:, newest], memory.values[f"z{l}"],
-                                          newest, sigma_z=self.sigma_z) for l in range(len(caches))]
-        return [_signal_from_kernels(kx, ky, memory.kernels[f"z{l}"], memory.values[f"z{l}"], newest,
-                          gamma=self.gamma, sigma_z=self.sigma_z, kind=self.kind)
-                for l in range(len(caches))]
-
-    def reset(self) -> None:
-        """A kernel modulator has no state of its own."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore."""
-
-    def epoch_metrics(self) -> dict[str, Any]:
-        """A kernel modulator measures nothing."""
-        return {}
-
-
-def build_modulator(network: Network, config: TrainConfig) -> Modulator:
-    if config.modulator == "reservoir":
-        from ..reservoir_loop import ReservoirModulator
-
-        return ReservoirModulator.from_config(network, config)
-    return KernelModulator(config.modulator, config.gamma, config.sigmas[2])
+from .base import Rule, register, write_grads, write_hidden_grads
 
 
 @register
@@ -92,26 +34,31 @@ class BioHSIC(Rule):
 
     With ``config.neuron == "leaky"`` the units are leaky integrators (SPEC §5): each sample
     is presented for ``config.steps_per_sample`` time steps, with one update per time step
-    (the trainer calls :meth:`compute_grads` :attr:`substeps` times per sample); the local
+    (the trainer calls :meth:`predict_and_write_grads` :attr:`substeps` times per sample); the local
     term uses eligibility traces of each layer's input (:func:`~biohsic.functional.leaky_step`),
     and the prediction is the readout averaged over the last half of the presentation.
     """
 
     name = "biohsic"
     streaming = True
+    modulated = True
 
     def __init__(self, network: Network, config: TrainConfig):
         super().__init__(network, config)
         weight = network.readout.weight
-        sigma_x, sigma_y, sigma_z = config.sigmas
-        streams = {"x": (network.sizes[0], sigma_x), "y": (network.sizes[-1], sigma_y)}
-        streams.update({f"z{l}": (size, sigma_z) for l, size in enumerate(network.sizes[1:-1])})
-        self.memory = WorkingMemory(config.window, streams, network.n_models, weight.dtype, weight.device)
+        self.memory = WorkingMemory(config.window, input_dim=network.sizes[0], label_dim=network.sizes[-1],
+                                    layer_dims=[layer.width for layer in network.hidden], sigmas=config.sigmas,
+                                    n_models=network.n_models, dtype=weight.dtype, device=weight.device)
         self.modulator = build_modulator(network, config)
         self.recompute = config.memory == "recompute"
         self.readout_window = config.readout_update == "window"
         self.leaky = config.neuron == "leaky"
         self.reset()
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        """Every setting runs, with any registered modulator that serves it."""
+        check_modulator(config)
 
     @property
     def substeps(self) -> int:
@@ -127,18 +74,18 @@ class BioHSIC(Rule):
 
     def _recompute_window(self) -> None:
         """Re-run the remembered inputs through the current weights (``memory="recompute"``)."""
-        for l, z in enumerate(self.network.features(self.memory.values["x"])):
-            self.memory.replace(f"z{l}", z)
+        for stream, z in zip(self.memory.layers, self.network.features(self.memory.inputs.values)):
+            stream.replace(z)
 
     @torch.no_grad()
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         if self.leaky:
             return self._leaky_step(x, y)
         caches = self.network.hidden_caches(x)
         features = self.network.readout_input(x, caches)
         logits = self.network.readout(features)
         self._remember(x, y, caches, new_sample=True)
-        self._write_grads(caches, features, logits, x, y, bias_trace=None)
+        self._write_grads(caches, features, logits, x, y)
         return logits
 
     def _leaky_step(self, x: Tensor, y: Tensor) -> Tensor:
@@ -146,13 +93,13 @@ class BioHSIC(Rule):
         caches, self.state = net.leaky_step(x, self.state or None, dt=cfg.dt, tau=cfg.tau)
         output = self.state[-1]
         features = net.readout_input(x, caches)
-        inputs = [cache.pre for cache in caches] + [features, torch.ones_like(output[..., :1])]
+        inputs = [cache.input for cache in caches] + [features, torch.ones_like(output[..., :1])]
         self.traces = [leaky_step(trace, value, dt=cfg.dt, tau=cfg.tau)
                        for trace, value in zip(self.traces or [torch.zeros_like(v) for v in inputs], inputs)]
-        caches = [cache._replace(pre=trace) for cache, trace in zip(caches, self.traces)]
         self._remember(x, y, caches, new_sample=self.time_step == 0)
-        self._write_grads(caches, self.traces[-2], output, x, y, bias_trace=self.traces[-1])
-        averaged = max(self.substeps // 2, 1)
+        self._write_grads(caches, self.traces[-2], output, x, y, presynaptic=self.traces[:-2],
+                          bias_trace=self.traces[-1])
+        averaged = prediction_steps(self.substeps)
         if self.time_step >= self.substeps - averaged:
             self.output_sum = output.clone() if self.output_sum is None else self.output_sum + output
         self.time_step = (self.time_step + 1) % self.substeps
@@ -161,37 +108,31 @@ class BioHSIC(Rule):
         prediction, self.output_sum = self.output_sum / averaged, None
         return prediction
 
-    def _remember(self, x: Tensor, y: Tensor, caches: list, *, new_sample: bool) -> None:
-        sample = {"x": x[:, 0], "y": y[:, 0], **{f"z{l}": cache.out[:, 0] for l, cache in enumerate(caches)}}
+    def _remember(self, x: Tensor, y: Tensor, caches: list[HiddenCache], *, new_sample: bool) -> None:
+        zs = [cache.out[:, 0] for cache in caches]
         if new_sample:
-            self.memory.push(sample)
+            self.memory.push(x[:, 0], y[:, 0], zs)
         else:
-            self.memory.refresh_newest(sample)
+            self.memory.refresh_layers(zs)
         if self.recompute and self.memory.full:
             self._recompute_window()
 
-    def _write_grads(self, caches: list, features: Tensor, logits: Tensor, x: Tensor, y: Tensor,
-                     bias_trace: Tensor | None) -> None:
+    def _write_grads(self, caches: list[HiddenCache], features: Tensor, logits: Tensor, x: Tensor, y: Tensor,
+                     presynaptic: list[Tensor] | None = None, bias_trace: Tensor | None = None) -> None:
         """Each hidden layer's local term J_Nᵀ g_N and the readout's delta rule into ``.grad``.
-        ``features`` is the readout's input (or its trace, for leaky units)."""
+        ``features`` is the readout's input; for leaky units it is its eligibility trace, and
+        ``presynaptic`` and ``bias_trace`` are the hidden layers' traces."""
         net = self.network
         signals = self.modulator(self.memory, x[:, 0], y[:, 0], caches)
         if not self.memory.full:
             return
-        for layer, cache, signal in zip(net.hidden, caches, signals):
-            grad_w, grad_b = hidden_local_grad(cache, signal.unsqueeze(1))
-            set_grad(layer.weight, grad_w)
-            set_grad(layer.bias, grad_b if bias_trace is None else grad_b * bias_trace[:, 0])
+        write_hidden_grads(net, caches, [signal.unsqueeze(1) for signal in signals], presynaptic, bias_trace)
         if self.readout_window:
-            last = f"z{len(caches) - 1}" if caches else "x"
-            window_features = self.memory.values[last]
-            grad_w, grad_b = cross_entropy_grad(window_features, net.readout(window_features),
-                                                self.memory.values["y"])
+            window_features = self.memory.layers[-1].values if caches else self.memory.inputs.values
+            grads = cross_entropy_grad(window_features, net.readout(window_features), self.memory.labels.values)
         else:
-            grad_w, grad_b = cross_entropy_grad(features, logits, y)
-            grad_b = grad_b if bias_trace is None else grad_b * bias_trace[:, 0]
-        set_grad(net.readout.weight, grad_w)
-        set_grad(net.readout.bias, grad_b)
+            grads = cross_entropy_grad(features, logits, y, bias_trace)
+        write_grads((net.readout.weight, net.readout.bias), grads)
 
     def epoch_metrics(self) -> dict[str, Any]:
         """The modulator's scores since the last call (a reservoir's cosines with the exact

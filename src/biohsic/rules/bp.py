@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Rule, register, set_grad
+from .base import Rule, register, write_grads
 
 
 def mean_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -25,11 +25,10 @@ class Backprop(Rule):
 
     name = "bp"
 
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         params = self.trainable_parameters()
         with torch.enable_grad():
             logits = self.network(x)
             grads = torch.autograd.grad(mean_cross_entropy(logits, y).sum(), params)
-        for param, grad in zip(params, grads):
-            set_grad(param, grad)
+        write_grads(params, grads)
         return logits.detach()

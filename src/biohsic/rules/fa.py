@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..functional.layers import HiddenCache, hidden_drive_grad, hidden_local_grad, output_error
+from ..functional.layers import HiddenCache, output_error
 from ..network import Network, init_dense
-from .base import Rule, register, set_grad
+from .base import Rule, register, write_hidden_grads
 from .readout import readout_step
 
 
@@ -82,17 +82,13 @@ class FeedbackAlignment(Rule):
         for l in reversed(range(len(caches))):
             signals.insert(0, self.feedback.project(l, upstream))
             if l > 0:
-                upstream = hidden_drive_grad(caches[l], signals[0])
+                upstream = self.network.hidden[l].drive_grad(caches[l], signals[0])
         return signals
 
     @torch.no_grad()
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         caches, logits = readout_step(self.network, x, y)
-        signals = self.hidden_signals(caches, output_error(logits, y))
-        for layer, cache, signal in zip(self.network.hidden, caches, signals):
-            grad_w, grad_b = hidden_local_grad(cache, signal)
-            set_grad(layer.weight, grad_w)
-            set_grad(layer.bias, grad_b)
+        write_hidden_grads(self.network, caches, self.hidden_signals(caches, output_error(logits, y)))
         return logits
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,11 +30,10 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..functional.bottleneck import normalized_signal
-from ..functional.layers import hidden_local_grad
 from ..functional.modulator import _exact_signals
 from ..functional.kernels import gaussian_gram
 from ..network import Network
-from .base import Rule, register, set_grad
+from .base import Rule, register, write_hidden_grads
 from .readout import readout_step
 
 
@@ -56,14 +55,10 @@ class LayerObjectiveRule(Rule):
         one-hot ``y`` ``(K, B, classes)`` and the layers' outputs ``zs``."""
 
     @torch.no_grad()
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         caches, logits = readout_step(self.network, x, y)
         x = self.network.expand(x)
-        signals = self.layer_signals(x, y, [cache.out for cache in caches])
-        for layer, cache, signal in zip(self.network.hidden, caches, signals):
-            grad_w, grad_b = hidden_local_grad(cache, signal)
-            set_grad(layer.weight, grad_w)
-            set_grad(layer.bias, grad_b)
+        write_hidden_grads(self.network, caches, self.layer_signals(x, y, [cache.out for cache in caches]))
         return logits
 
 

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..functional.layers import HiddenCache, hidden_local_grad
+from ..functional.layers import HiddenCache
 from ..functional.phsic import label_kernel, pair_factor, pair_signal, phsic_signal, running_mean, z_kernel
 from ..network import Network
-from .base import Rule, register, set_grad
+from .base import Rule, register, write_grads
 from .hsic import LayerObjectiveRule
 from .readout import readout_step
 
@@ -82,7 +82,7 @@ class PlausiblePHSIC(Rule):
                 param.grad = None
 
     @torch.no_grad()
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         net = self.network
         caches, logits = readout_step(net, x, y)
         x = net.expand(x)
@@ -103,9 +103,7 @@ class PlausiblePHSIC(Rule):
                 factor = pair_factor(k_z, k_y, self.mean_z[l], self.mean_y, self.config.gamma)
                 signal = pair_signal(z_pair, kernel, factor, kind=self.kind, sigma=self.sigma)
                 pair_cache = HiddenCache(*(torch.cat([now, then], -2) for now, then in zip(cache, prev)))
-                grad_w, grad_b = hidden_local_grad(pair_cache, signal)
-                set_grad(layer.weight, grad_w)
-                set_grad(layer.bias, grad_b)
+                write_grads((layer.weight, layer.bias), layer.local_grad(pair_cache, signal))
         self.previous = (x, y, caches)
         return logits
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..functional.layers import HiddenCache, cross_entropy_grad
 from ..network import Network
-from .base import Rule, register, set_grad
+from .base import Rule, register, write_grads
 
 
 def readout_step(network: Network, x: Tensor, y: Tensor) -> tuple[list[HiddenCache], Tensor]:
@@ -25,9 +25,7 @@ def readout_step(network: Network, x: Tensor, y: Tensor) -> tuple[list[HiddenCac
     caches = network.hidden_caches(x)
     features = network.readout_input(x, caches)
     logits = network.readout(features)
-    grad_w, grad_b = cross_entropy_grad(features, logits, y)
-    set_grad(network.readout.weight, grad_w)
-    set_grad(network.readout.bias, grad_b)
+    write_grads((network.readout.weight, network.readout.bias), cross_entropy_grad(features, logits, y))
     return caches, logits
 
 
@@ -41,5 +39,5 @@ class Readout(Rule):
         return list(self.network.readout.parameters())
 
     @torch.no_grad()
-    def compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+    def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         return readout_step(self.network, x, y)[1]

@@ -14,37 +14,35 @@ copy of one reservoir, all copies sharing the readout. How a sample is presented
 - ``steps_per_sample`` (T) Euler steps of :func:`~biohsic.functional.reservoir.reservoir_rates_step`;
 - the reservoir's answer for the sample is its readout :math:`o = W_o r` at the last step.
 
-Readout learning (:class:`DeltaRule`, :class:`Force`, and :class:`Ridge`, the batch
-solution FORCE converges to when the readout does not feed back) happens by default once
-per sample, at its last step, on the output that is handed on (``every_step=True`` gives
-the paper's update at each of the T steps). The target is that of the current window
-throughout, but the state needs several of the T steps to move to the new sample, so the
-last step is the one worth fitting, and once per sample costs 1/T of the RLS work. A
-reservoir without a learner is frozen: its readout never changes.
+Readout learning (a learner of :mod:`biohsic.reservoir.learners` passed with the target)
+happens by default once per sample, at its last step, on the output that is handed on
+(``every_step=True`` gives the paper's update at each of the T steps). The target is that
+of the current window throughout, but the state needs several of the T steps to move to
+the new sample, so the last step is the one worth fitting, and once per sample costs 1/T of
+the RLS work. A reservoir presented without a target is frozen: its readout never changes.
 
-In the closed loop (the trainer), per sample::
+Per sample::
 
-    signal = reservoir.step_sample(x, y, z)   # (K, d_z): the reservoir's g_N for each model
-    reservoir.learn(exact_g)                  # optional, the paper's online mode
+    signal = reservoir.step_sample(x, y, z)                   # frozen: (K, d_z), its g_N for each model
+    signal = reservoir.step_sample(x, y, z, target, learner)  # learning online (the paper's mode)
 """
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError, require
-from .functional.reservoir import (NONLINEARITIES, delta_rule_increment, reservoir_output, reservoir_rates_step,
-                                   ridge_readout, rls_step)
-from .runs import load_torch, save_torch
+from ..errors import CheckpointError, ConfigError, require
+from ..functional.reservoir import NONLINEARITIES, reservoir_output, reservoir_rates_step
+from ..runs import load_torch, save_torch
+from .learners import ReadoutLearner
 
 FILE_FORMAT = "biohsic-reservoir"
 FILE_VERSION = 1
@@ -132,124 +130,6 @@ class ReservoirConfig:
         return cls(**values)
 
 
-class ReadoutLearner(abc.ABC):
-    """A rule that changes a reservoir's readout ``W_o`` from its rates, output and target.
-
-    ``every_step``: learn at each of the T steps of a sample (the paper's rule) instead of
-    once, at the last step (the default).
-    """
-
-    name: str
-
-    def __init__(self, every_step: bool = False):
-        self.every_step = every_step
-
-    @abc.abstractmethod
-    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
-        """Change ``w_out`` ``(n_out, M)`` in place; ``rates`` ``(K, M)``, ``output`` and
-        ``target`` ``(K, n_out)``."""
-
-    def finish(self, w_out: Tensor) -> None:
-        """Called once when training ends (a batch learner writes its readout here)."""
-
-
-class DeltaRule(ReadoutLearner):
-    r"""The paper's online delta rule :math:`W_o \leftarrow W_o - \eta\,(o - \mathrm{target})\,r^\top`
-    (averaged over the K copies), η = 5e-4 by default."""
-
-    name = "delta"
-
-    def __init__(self, lr: float = 5e-4, every_step: bool = False):
-        super().__init__(every_step)
-        if lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {lr}")
-        self.lr = lr
-
-    @torch.no_grad()
-    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
-        w_out.sub_(delta_rule_increment(rates, output - target, lr=self.lr).to(w_out.dtype))
-
-
-class RegularizedLearner(ReadoutLearner):
-    """A least-squares readout learner with ridge penalty (or RLS prior) ``alpha`` and
-    statistics kept in ``dtype``."""
-
-    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
-        super().__init__(every_step)
-        if alpha <= 0:
-            raise ConfigError(f"--alpha must be positive, got {alpha}")
-        self.alpha = alpha
-        self.dtype = dtype
-
-
-class Force(RegularizedLearner):
-    r"""FORCE learning: recursive least squares with :math:`P_0 = I/\alpha`
-    (:func:`~biohsic.functional.reservoir.rls_step`).
-
-    ``P`` (M×M) is kept in ``dtype`` (float64 by default: over thousands of updates a
-    float32 P loses its symmetry and positive definiteness) and is allocated at the first
-    update, on the rates' device. Its cost is O(M²·K) per update.
-    """
-
-    name = "force"
-
-    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
-        super().__init__(alpha, every_step, dtype)
-        self.p: Tensor | None = None
-
-    @torch.no_grad()
-    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
-        if self.p is None:
-            self.p = torch.eye(rates.shape[-1], dtype=self.dtype, device=rates.device) / self.alpha
-        step = rls_step(self.p, rates)
-        self.p.addmm_(step.gain, step.p_rates.transpose(0, 1), alpha=-1.0)
-        error = (output - target).to(self.dtype)
-        w_out.sub_((error.transpose(0, 1) @ step.gain.transpose(0, 1)).to(w_out.dtype))
-
-
-class Ridge(RegularizedLearner):
-    r"""Batch least squares: accumulates :math:`C = \sum r r^\top` and
-    :math:`B = \sum \mathrm{target}\, r^\top` (in ``dtype``) and writes
-    :math:`W_o = B (C + \alpha I)^{-1}` in :meth:`finish`
-    (:func:`~biohsic.functional.reservoir.ridge_readout`); the readout is zero until then.
-    For a reservoir whose readout does not feed back (``feedback_scale = 0``, which the
-    study functions require for it) this is exactly the readout :class:`Force` reaches
-    with the same α, at a fraction of the cost (one O(M²·K) accumulation per update
-    instead of two, one O(M³) solve at the end). With feedback, learning offline from
-    fed-back targets (teacher forcing) gives a loop that can run away once the readout
-    feeds back its own errors; use :class:`Force`, which learns in the closed loop. It
-    also keeps :math:`\sum \mathrm{target}^2`, so that its statistics can score other
-    readouts (:func:`~biohsic.functional.reservoir.ridge_validation_sse`).
-    """
-
-    name = "ridge"
-
-    def __init__(self, alpha: float = 1.0, every_step: bool = False, dtype: torch.dtype = torch.float64):
-        super().__init__(alpha, every_step, dtype)
-        self.cov: Tensor | None = None
-        self.cross: Tensor | None = None
-        self.target_sq: Tensor | None = None
-
-    @torch.no_grad()
-    def update(self, w_out: Tensor, rates: Tensor, output: Tensor, target: Tensor) -> None:
-        r, f = rates.to(self.dtype), target.to(self.dtype)
-        if self.cov is None:
-            self.cov = torch.zeros(r.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
-            self.cross = torch.zeros(f.shape[-1], r.shape[-1], dtype=self.dtype, device=r.device)
-            self.target_sq = torch.zeros(f.shape[-1], dtype=self.dtype, device=r.device)
-        self.cov.addmm_(r.transpose(0, 1), r)
-        self.cross.addmm_(f.transpose(0, 1), r)
-        self.target_sq.add_(f.square().sum(0))
-
-    @torch.no_grad()
-    def finish(self, w_out: Tensor) -> None:
-        if self.cov is not None:
-            w_out.copy_(ridge_readout(self.cov, self.cross, alpha=self.alpha))
-
-
-LEARNERS: dict[str, Callable[..., ReadoutLearner]] = {"delta": DeltaRule, "force": Force, "ridge": Ridge}
-
-
 def _uniform(gen: torch.Generator, *shape: int) -> Tensor:
     return torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1
 
@@ -277,7 +157,6 @@ class Reservoir(nn.Module):
         reservoir.reset()
         for x, y, z in stream:                      # each (K, d)
             signal = reservoir.step_sample(x, y, z)  # (K, d_z), after T internal steps
-            reservoir.learn(target)                  # optional: online readout learning
     """
 
     def __init__(self, config: ReservoirConfig, *, dtype: torch.dtype = torch.float32,
@@ -297,7 +176,6 @@ class Reservoir(nn.Module):
         self.register_buffer("w_fb", w_fb.to(dtype))
         self.register_buffer("w_out", torch.zeros(n_out, m, dtype=dtype))
         self.register_buffer("proj", proj.to(dtype))
-        self.learner: ReadoutLearner | None = None
         self.info: dict[str, Any] = {}
         self.u: Tensor | None = None
         self.r: Tensor | None = None
@@ -312,11 +190,6 @@ class Reservoir(nn.Module):
         noise generator, so the same inputs give the same outputs again."""
         self.u = self.r = self.o = None
         self._noise = None
-
-    @property
-    def frozen(self) -> bool:
-        """True when no learner is attached: the readout cannot change."""
-        return self.learner is None
 
     def _start(self, n_models: int) -> None:
         ref = self.w_in
@@ -345,13 +218,14 @@ class Reservoir(nn.Module):
         return torch.cat([x, y, z], -1) @ self.w_in.transpose(0, 1)
 
     @torch.no_grad()
-    def step_current(self, current: Tensor, target: Tensor | None = None) -> Tensor:
+    def step_current(self, current: Tensor, target: Tensor | None = None,
+                     learner: ReadoutLearner | None = None) -> Tensor:
         """Present one input current ``(K, M)`` for T steps; return the readout at the last
-        step ``(K, n_out)``. With a ``target`` ``(K, n_out)`` the attached learner updates
-        the readout (each step, or once after the last step)."""
+        step ``(K, n_out)``. With a ``target`` ``(K, n_out)``, ``learner`` updates the readout
+        (each step, or once after the last step); without a target, nothing learns."""
         cfg = self.config
-        if target is not None and self.learner is None:
-            raise ValueError("a target was given to a frozen reservoir; attach a learner (reservoir.learner = Force())")
+        if target is not None and learner is None:
+            raise ValueError("a target was given without a learner; pass one (e.g. learner=Force())")
         if self.u is None:
             self._start(current.shape[0])
         elif self.u.shape[0] != current.shape[0]:
@@ -359,7 +233,7 @@ class Reservoir(nn.Module):
                              f"call reset() first")
         if target is not None:
             target = target.to(self.w_out.dtype)
-        learn_each = target is not None and self.learner.every_step
+        learn_each = target is not None and learner.every_step
         need_output = learn_each or cfg.feedback_scale != 0
         w_fb = self.w_fb if cfg.feedback_scale != 0 else None
         u, r, o = self.u, self.r, self.o
@@ -370,26 +244,18 @@ class Reservoir(nn.Module):
             if need_output or step == cfg.steps_per_sample - 1:
                 o = reservoir_output(r, self.w_out, self._uniform_noise(o, cfg.output_noise))
             if learn_each:
-                self.learner.update(self.w_out, r, o, target)
+                learner.update(self.w_out, r, o, target)
         self.u, self.r, self.o = u, r, o
         if target is not None and not learn_each:
-            self.learner.update(self.w_out, r, o, target)
+            learner.update(self.w_out, r, o, target)
         return o
 
-    def step_sample(self, x: Tensor, y: Tensor, z: Tensor, target: Tensor | None = None) -> Tensor:
+    def step_sample(self, x: Tensor, y: Tensor, z: Tensor, target: Tensor | None = None,
+                    learner: ReadoutLearner | None = None) -> Tensor:
         """Present one sample per model (``x`` ``(K, d_x)``, ``y`` ``(K, d_y)``, ``z``
         ``(K, d_z)``) for T steps and return the reservoir's signal ``(K, n_out)``: the
-        readout at the last step. ``target``: learn from it (see :meth:`step_current`)."""
-        return self.step_current(self.input_current(x, y, z), target)
-
-    @torch.no_grad()
-    def learn(self, target: Tensor) -> None:
-        """One readout update from the last step's rates and output towards ``target``
-        ``(K, n_out)`` (the paper's online mode in the closed loop: call it after
-        :meth:`step_sample`)."""
-        if self.learner is None or self.r is None:
-            raise ValueError("learn() needs an attached learner and a presented sample")
-        self.learner.update(self.w_out, self.r, self.o, target.to(self.o.dtype))
+        readout at the last step. ``target`` and ``learner``: learn (see :meth:`step_current`)."""
+        return self.step_current(self.input_current(x, y, z), target, learner)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, info: dict[str, Any] | None = None) -> None:
@@ -404,8 +270,8 @@ class Reservoir(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, *, expect_window: int | None = None,
              expect_dims: Sequence[int] | None = None, device: torch.device | str | None = None) -> "Reservoir":
-        """Read a file written by :meth:`save` (``torch.load(weights_only=True)``); the
-        reservoir comes back frozen. ``expect_window`` and ``expect_dims`` = (d_x, d_y, d_z)
+        """Read a file written by :meth:`save` (``torch.load(weights_only=True)``).
+        ``expect_window`` and ``expect_dims`` = (d_x, d_y, d_z)
         are what the caller needs: a file trained for another window or layer raises
         :class:`~biohsic.errors.CheckpointError`, as does a missing or corrupt file."""
         payload = read_reservoir_file(path)

@@ -12,29 +12,15 @@ import shlex
 import sys
 import time
 
-import torch
-
-from .errors import ConfigError
-from .reservoir import Reservoir, ReservoirConfig
-from .reservoir_study import (CAPACITY_UNITS, CAPACITY_WINDOWS, FORCE_ALPHA, RIDGE_ALPHAS, STREAM_KINDS, CapacityRow,
-                              LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
-                              reservoir_memory_capacity, train_apriori, write_capacity)
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ..config import DTYPES, TrainConfig
+from ..data import load_task
+from ..errors import ConfigError
+from ..reservoir import FORCE_ALPHA, Reservoir, ReservoirConfig
+from ..reservoir.closed_loop import layer_file
+from ..reservoir.study import (CAPACITY_UNITS, CAPACITY_WINDOWS, RIDGE_ALPHAS, STREAM_KINDS, CapacityRow, LearnSettings,
+                               StreamSettings, capacity_study, evaluate_frozen, reservoir_memory_capacity,
+                               train_apriori, write_capacity)
+from .options import number_list
 
 
 def _add_sizes(p: argparse.ArgumentParser, layer_dim_required: bool) -> None:
@@ -45,7 +31,7 @@ def _add_sizes(p: argparse.ArgumentParser, layer_dim_required: bool) -> None:
                    help="layer width d_z = the reservoir's output size"
                         + ("" if layer_dim_required else " (default 128)"))
     g.add_argument("--gamma", type=float, default=2.0, help="γ of the target g_N (default 2)")
-    g.add_argument("--sigmas", type=_float_list, default=(0.5, 0.1, 1.0),
+    g.add_argument("--sigmas", type=number_list(float, "--sigmas"), default=(0.5, 0.1, 1.0),
                    help="σx,σy,σz of the target (default .5,.1,1)")
 
 
@@ -90,7 +76,7 @@ def _add_learning(p: argparse.ArgumentParser) -> None:
                         "squares, learning in the closed loop (use it with feedback); delta: the paper's delta rule "
                         "(default ridge)")
     g.add_argument("--lr", type=float, default=default.lr, help=f"delta-rule learning rate η (default {default.lr:g})")
-    g.add_argument("--alpha", type=_float_list, default=None,
+    g.add_argument("--alpha", type=number_list(float, "--alpha"), default=None,
                    help=f"force/ridge penalty α (P0 = I/α); several comma-separated values (ridge only) are tried on "
                         f"a validation stream and the best is kept (default: {alphas} for ridge, {FORCE_ALPHA:g} "
                         f"for force)")
@@ -159,9 +145,6 @@ def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
     """One reservoir config per hidden layer of the network ``biohsic train`` builds for
     ``args.task`` (its defaults, or --hidden, --window, --gamma, --sigmas as given): sizes
     (d_x, classes, d_ℓ), the run's window and target; reservoir ℓ has seed --seed + ℓ."""
-    from .config import TrainConfig
-    from .data import load_task
-
     run = TrainConfig(task=args.task, hidden=args.hidden, window=args.window, gamma=args.gamma,
                       sigmas=args.sigmas, data_dir=args.data_dir).resolved()
     data = load_task(run.task, data_dir=run.data_dir)
@@ -172,8 +155,6 @@ def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
 
 
 def cmd_train_task(args: argparse.Namespace) -> int:
-    from .reservoir_loop import layer_file
-
     configs = task_reservoir_configs(args)  # validates every layer's config before the first run
     start = time.perf_counter()
     for layer, config in enumerate(configs):
@@ -270,10 +251,10 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
                                    "correlated (clusters): in the closed loop, readouts trained on it fit g_N far "
                                    "better than readouts trained on x ~ N(0, I) (docs/reservoir.md).")
     p.add_argument("--task", default="digits", help="the task whose network the reservoirs serve (default digits)")
-    p.add_argument("--hidden", type=_int_list, default=None, help="hidden widths (default: the task's)")
+    p.add_argument("--hidden", type=number_list(int, "--hidden"), default=None, help="hidden widths (default: the task's)")
     p.add_argument("--window", type=int, default=None, help="window N (default: the task's)")
     p.add_argument("--gamma", type=float, default=None, help="γ of the target g_N (default: the task's)")
-    p.add_argument("--sigmas", type=_float_list, default=None, help="σx,σy,σz of the target (default: the task's)")
+    p.add_argument("--sigmas", type=number_list(float, "--sigmas"), default=None, help="σx,σy,σz of the target (default: the task's)")
     p.add_argument("--data-dir", default=None, help="folder of the task's files (file-based tasks)")
     p.add_argument("--units", type=int, required=True, help="reservoir size M of every layer's reservoir")
     p.add_argument("--out", required=True, help="folder for layer0.pt, layer1.pt, …")
@@ -303,8 +284,8 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
                                    "size M; write capacity.csv, capacity.md and capacity.png into --out. Without "
                                    "feedback (the default) one run per size serves every window.")
     p.add_argument("--out", required=True, help="folder for capacity.csv, capacity.md, capacity.png")
-    p.add_argument("--windows", type=_int_list, default=CAPACITY_WINDOWS, help="windows N (default 2,4,8,16,32)")
-    p.add_argument("--units", type=_int_list, default=CAPACITY_UNITS,
+    p.add_argument("--windows", type=number_list(int, "--windows"), default=CAPACITY_WINDOWS, help="windows N (default 2,4,8,16,32)")
+    p.add_argument("--units", type=number_list(int, "--units"), default=CAPACITY_UNITS,
                    help="reservoir sizes M (default 250,500,1000,2000,4000)")
     p.add_argument("--eval-samples", type=int, default=2048, help="samples scored per cell (default 2048)")
     _add_sizes(p, layer_dim_required=False)
@@ -314,7 +295,7 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p = sub.add_parser("memory-capacity", help="Jaeger's linear memory capacity of the reservoir",
                        description="Jaeger's linear memory capacity: how much of a scalar i.i.d. input the "
                                    "reservoir's state still holds k samples later, summed over k = 1..max delay.")
-    p.add_argument("--units", type=_int_list, default=(250, 500, 1000, 2000),
+    p.add_argument("--units", type=number_list(int, "--units"), default=(250, 500, 1000, 2000),
                    help="reservoir sizes (default 250,500,1000,2000)")
     p.add_argument("--reservoir", default=None, help="measure this saved reservoir instead")
     p.add_argument("--samples-per-unit", type=int, default=4, help="input samples per unit (default 4)")

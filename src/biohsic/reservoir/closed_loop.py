@@ -12,7 +12,7 @@ its own copy of the reservoir state.
   (``biohsic reservoir train`` / ``train-task``) and never change;
 - ``"delta"`` (the paper's mode): the readout keeps learning online, by the paper's delta
   rule at each of the T time steps (η = 5e-4), against the exact :math:`g_N` of the
-  working memory (:class:`biohsic.rules.biohsic.KernelModulator`);
+  working memory (:class:`biohsic.modulators.KernelModulator`);
 - ``"force"``: the same with recursive least squares once per sample, :math:`P_0 = I/\alpha`
   with the α the file's readout was trained with.
 
@@ -35,14 +35,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .config import RESERVOIR_LEARNING, TrainConfig
-from .errors import CheckpointError, ConfigError
-from .functional.layers import HiddenCache, hidden_drive_grad
-from .functional.reservoir import row_cosines
-from .memory import WorkingMemory
-from .network import Network
-from .reservoir import DeltaRule, Force, Reservoir
-from .reservoir_study import FORCE_ALPHA
+from ..config import RESERVOIR_LEARNING, TrainConfig
+from ..errors import CheckpointError, ConfigError, require
+from ..functional.layers import HiddenCache
+from ..functional.reservoir import row_cosines
+from ..memory import WorkingMemory
+from ..modulators import KernelModulator, ModulatorSpec, register_modulator
+from ..network import HiddenLayer, Network
+from .learners import FORCE_ALPHA, DeltaRule, Force, ReadoutLearner
+from .model import Reservoir
 
 
 def layer_file(folder: str | os.PathLike, layer: int) -> Path:
@@ -81,37 +82,39 @@ class ReservoirModulator:
     """Each hidden layer's signal from its own reservoir (see the module docstring).
 
     ``reservoirs``: one per hidden layer, for the window, sizes and target of the run;
+    ``layers``: the network's hidden layers (their post-synaptic factors score the updates);
     ``exact``: the working memory's exact modulator (the target in the online modes and
     the reference of the loop's scores); ``measure``: score the signal against the exact
     one on every full window (:meth:`epoch_metrics`).
     """
 
-    def __init__(self, reservoirs: Sequence[Reservoir], exact: Callable[..., list[Tensor]], *,
-                 learning: str = "frozen", measure: bool = True):
+    def __init__(self, reservoirs: Sequence[Reservoir], layers: Sequence[HiddenLayer],
+                 exact: Callable[..., list[Tensor]], *, learning: str = "frozen", measure: bool = True):
         if learning not in RESERVOIR_LEARNING:
             raise ConfigError(f"unknown --reservoir-learning {learning!r}; "
                               f"choose one of {', '.join(RESERVOIR_LEARNING)}")
         self.reservoirs = list(reservoirs)
+        self.layers = list(layers)
         self.exact = exact
         self.learning = learning
         self.measure = measure
-        for reservoir in self.reservoirs:
-            if learning == "delta":
-                reservoir.learner = DeltaRule(every_step=True)
-            elif learning == "force":
-                reservoir.learner = Force(alpha=float(reservoir.info.get("alpha", FORCE_ALPHA)))
-            else:
-                reservoir.learner = None
+        self.learners = [self._learner(reservoir) for reservoir in self.reservoirs]
         self._sums: Tensor | None = None
         self._steps = 0
+
+    def _learner(self, reservoir: Reservoir) -> ReadoutLearner | None:
+        """The readout learner of ``reservoir`` in this mode (``None``: frozen)."""
+        if self.learning == "delta":
+            return DeltaRule(every_step=True)
+        if self.learning == "force":
+            return Force(alpha=float(reservoir.info.get("alpha", FORCE_ALPHA)))
+        return None
 
     @classmethod
     def from_config(cls, network: Network, config: TrainConfig) -> "ReservoirModulator":
         """Load the run's reservoirs (``config.reservoir``, see :func:`reservoir_paths`) onto
         the network's device, checking that each fits its layer: window N, sizes
         (d_x, classes, d_ℓ), γ and σ (:class:`~biohsic.errors.CheckpointError` otherwise)."""
-        from .rules.biohsic import KernelModulator
-
         d_x, classes, widths = network.sizes[0], network.sizes[-1], network.sizes[1:-1]
         device = network.readout.weight.device
         reservoirs = []
@@ -120,7 +123,7 @@ class ReservoirModulator:
                                        device=device)
             check_target(reservoir, path, config.gamma, config.sigmas)
             reservoirs.append(reservoir)
-        return cls(reservoirs, KernelModulator("exact", config.gamma, config.sigmas[2]),
+        return cls(reservoirs, network.hidden, KernelModulator("exact", config.gamma, config.sigmas[2]),
                    learning=config.reservoir_learning)
 
     @torch.no_grad()
@@ -132,10 +135,9 @@ class ReservoirModulator:
         needed = memory.full and (self.learning != "frozen" or self.measure)
         exact = self.exact(memory, x, y, caches) if needed else [None] * len(caches)
         signals = []
-        for reservoir, cache, target in zip(self.reservoirs, caches, exact):
-            learn = target if self.learning != "frozen" else None
+        for reservoir, learner, cache, target in zip(self.reservoirs, self.learners, caches, exact):
             z = cache.out[:, 0]
-            signals.append(reservoir.step_sample(x, y, z, learn).to(z.dtype))
+            signals.append(reservoir.step_sample(x, y, z, target if learner else None, learner).to(z.dtype))
         if needed and self.measure:
             self._record(caches, signals, exact)
         return signals
@@ -143,8 +145,8 @@ class ReservoirModulator:
     def _record(self, caches: list[HiddenCache], signals: list[Tensor], exact: list[Tensor]) -> None:
         """Add this step's signal and update cosines to the running sums."""
         rows = []
-        for cache, signal, target in zip(caches, signals, exact):
-            deltas = [hidden_drive_grad(cache, g.unsqueeze(1))[:, 0] for g in (signal, target)]
+        for layer, cache, signal, target in zip(self.layers, caches, signals, exact):
+            deltas = [layer.drive_grad(cache, g.unsqueeze(1))[:, 0] for g in (signal, target)]
             rows.append(torch.stack([row_cosines(signal, target).sum(), row_cosines(*deltas).sum()]))
         sums = torch.stack(rows)  # (layers, 2), summed over the K models
         self._sums = sums if self._sums is None else self._sums + sums
@@ -169,12 +171,12 @@ class ReservoirModulator:
     def state_dict(self) -> dict[str, Any]:
         """Each reservoir's state and, when it learns, its readout (and FORCE's P)."""
         states = []
-        for reservoir in self.reservoirs:
+        for reservoir, learner in zip(self.reservoirs, self.learners):
             state = {"u": reservoir.u, "r": reservoir.r, "o": reservoir.o}
-            if self.learning != "frozen":
+            if learner is not None:
                 state["w_out"] = reservoir.w_out
-            if isinstance(reservoir.learner, Force):
-                state["p"] = reservoir.learner.p
+            if isinstance(learner, Force):
+                state["p"] = learner.p
             states.append(state)
         return {"learning": self.learning, "reservoirs": states}
 
@@ -182,9 +184,19 @@ class ReservoirModulator:
         if state.get("learning") != self.learning or len(state.get("reservoirs", ())) != len(self.reservoirs):
             raise CheckpointError("the checkpoint's reservoir state belongs to another --reservoir-learning or "
                                   "network; resume with the same options")
-        for reservoir, saved in zip(self.reservoirs, state["reservoirs"]):
+        for reservoir, learner, saved in zip(self.reservoirs, self.learners, state["reservoirs"]):
             reservoir.u, reservoir.r, reservoir.o = saved["u"], saved["r"], saved["o"]
             if "w_out" in saved:
                 reservoir.w_out.copy_(saved["w_out"])
             if "p" in saved:
-                reservoir.learner.p = saved["p"]
+                learner.p = saved["p"]
+
+
+def check_reservoir_config(config: TrainConfig) -> None:
+    """The settings a closed loop cannot run: no reservoir files, or leaky units."""
+    require(config.reservoir, "--modulator reservoir needs --reservoir FILE (train one with `biohsic reservoir train-task`)")
+    require(config.neuron == "rate",
+            "--neuron leaky is implemented for --rule biohsic with the exact or paper modulator only")
+
+
+register_modulator("reservoir", ModulatorSpec(ReservoirModulator.from_config, check_reservoir_config))

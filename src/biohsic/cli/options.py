@@ -1,15 +1,14 @@
-"""The ``biohsic`` command. Every user error ends as one line on stderr and exit code 2."""
+"""Command-line options shared by the ``biohsic`` commands: the one-line parser, number
+lists, and the options that define a training run (``train`` and ``compare``)."""
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-from .config import (DTYPES, MEMORY_MODES, MODULATORS, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING,
-                     TrainConfig)
-from .errors import BiohsicError
+from ..config import DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig
+from ..data import TASKS
+from ..modulators import MODULATORS
+from ..rules import check_config
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -33,8 +32,6 @@ def number_list(kind: Callable[[str], float | int], name: str) -> Callable[[str]
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``train`` and ``compare`` (everything that defines a run)."""
-    from .data import TASKS
-
     add = parser.add_argument
     add("--task", default="digits", help=f"dataset: {', '.join(TASKS)} (default digits)")
     add("--window", type=int, help="working-memory capacity N, the paper's batch size")
@@ -44,7 +41,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     add("--epochs", type=int, help="passes over the training set")
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
-    add("--modulator", default="exact", choices=MODULATORS,
+    add("--modulator", default="exact", choices=tuple(MODULATORS),
         help="modulatory signal: exact gradient (default), the authors' 'paper' signal, or a reservoir")
     add("--reservoir", help="--modulator reservoir: one trained reservoir file per hidden layer, comma-separated, "
                             "or the folder `biohsic reservoir train-task` wrote (layer0.pt, layer1.pt, …)")
@@ -70,13 +67,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="fetch MNIST or CIFAR-10 into --data-dir when its files are missing (needs the internet)")
     add("--data-seed", type=int, default=0, help="seed of the synthetic data and of the digits split")
     add("--device", default="cpu", help="cpu or cuda (default cpu)")
-    add("--dtype", default="float32", choices=DTYPES)
+    add("--dtype", default="float32", choices=tuple(DTYPES))
     add("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
         "whose per-sample operations are too small to share; all cores for minibatch rules)")
 
 
 def config_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
-    return TrainConfig(
+    """The run the options describe (``fields``: the command's own, e.g. rule and seeds),
+    resolved and checked against the registries of rules and modulators."""
+    config = TrainConfig(
         task=args.task, window=args.window, gamma=args.gamma, sigmas=args.sigmas, lr=args.lr,
         weight_decay=args.weight_decay, epochs=args.epochs, hidden=args.hidden, modulator=args.modulator,
         reservoir=args.reservoir, reservoir_learning=args.reservoir_learning, readout_update=args.readout_update,
@@ -85,76 +84,5 @@ def config_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
         phsic_horizon=args.phsic_horizon,
         batch_size=args.batch_size, data_dir=args.data_dir, data_seed=args.data_seed, device=args.device,
         dtype=args.dtype, **fields).resolved()
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.task}-{config.rule}-seed{config.seed}-{stamp}"
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import Trainer
-
-    config = config_from_args(args, rule=args.rule, seed=args.seed, seeds=args.seeds)
-    if args.resume and not args.out:
-        raise BiohsicError("--resume needs --out DIR, the run folder to continue")
-    run_dir = Path(args.out) if args.out else default_run_dir(config)
-    if (run_dir / "checkpoint.pt").exists() and not args.resume:
-        raise BiohsicError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    trainer = Trainer(config, run_dir=run_dir, progress=not args.no_progress, download=args.download,
-                      threads=args.threads)
-    if args.resume and trainer.resume():
-        print(f"resuming {run_dir} after epoch {trainer.epoch}", file=sys.stderr)
-    print(f"run folder: {run_dir}", file=sys.stderr)
-
-    def report(row: dict) -> None:
-        print(f"epoch {row['epoch']}/{config.epochs}: test_accuracy={row['test_accuracy']:.4f} "
-              f"train_accuracy={row['train_accuracy']:.4f} test_loss={row['test_loss']:.4f} "
-              f"samples/s={row['samples_per_second']:.0f}", file=sys.stderr)
-
-    summary = trainer.run(on_epoch=report)
-    print(f"test_accuracy={summary['test_accuracy']:.4f}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .rules import RULES
-
-    parser = OneLineParser(prog="biohsic", description=__doc__)
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
-    train = commands.add_parser("train", help="train one network (K seeds side by side) and write a run folder")
-    add_train_options(train)
-    train.add_argument("--rule", default="biohsic", help=f"learning rule: {', '.join(RULES)} (default biohsic)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the first model (default 0)")
-    train.add_argument("--seeds", type=int, default=1, help="models trained side by side, seeds seed..seed+K-1")
-    train.add_argument("--out", help="run folder (default runs/<task>-<rule>-seed<seed>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train)
-    from .cli_reservoir import add_reservoir_commands
-    from .compare import add_compare_command
-
-    add_compare_command(commands)
-    add_reservoir_commands(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
-    if args.command is None:
-        args = parser.parse_args(["train", *argv])
-    try:
-        return args.func(args)
-    except BiohsicError as err:
-        print(f"biohsic: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("biohsic: interrupted; the last finished epoch is saved, continue with --resume --out DIR",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check_config(config)
+    return config

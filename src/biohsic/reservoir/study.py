@@ -30,21 +30,21 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, DivergenceError
-from .functional.layers import hidden_local_grad
-from .functional.modulator import modulatory_signal
-from .functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
-                                   ridge_validation_sse, row_cosines)
-from .network import HiddenLayer
-from .reservoir import LEARNERS, ReadoutLearner, Reservoir, ReservoirConfig, Ridge, writing_to
-from .plots import plot_capacity
-from .runs import atomic_write_text
+from ..errors import ConfigError, DivergenceError
+from ..functional.modulator import modulatory_signal
+from ..functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
+                                    ridge_validation_sse, row_cosines)
+from ..network import HiddenLayer
+from ..plots import plot_capacity
+from ..runs import atomic_write_text
+from ..seeding import seeded_generator
+from .learners import FORCE_ALPHA, LEARNERS, ReadoutLearner, Ridge
+from .model import Reservoir, ReservoirConfig, writing_to
 
 STREAM_KINDS = ("random", "clusters")
 CAPACITY_WINDOWS = (2, 4, 8, 16, 32)
 CAPACITY_UNITS = (250, 500, 1000, 2000, 4000)
 RIDGE_ALPHAS = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
-FORCE_ALPHA = 1e4
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,11 @@ def make_stream(config: ReservoirConfig, settings: StreamSettings, length: int, 
     """``length`` samples of ``settings.streams`` parallel a priori streams for a reservoir
     of ``config``'s sizes (see the module docstring)."""
     k, d_x, d_y = settings.streams, config.d_x, config.d_y
-    gen = torch.Generator().manual_seed(settings.data_seed * 1_000_003 + 101)
+    gen = seeded_generator(settings.data_seed, 101)
     labels = torch.randint(d_y, (length, k), generator=gen)
     x = torch.randn(length, k, d_x, generator=gen, dtype=torch.float64)
     if settings.kind == "clusters":
-        centres = torch.randn(d_y, d_x, generator=torch.Generator().manual_seed(settings.task_seed * 1_000_003 + 202),
+        centres = torch.randn(d_y, d_x, generator=seeded_generator(settings.task_seed, 202),
                               dtype=torch.float64)
         x = x + centres[labels]
     y = torch.nn.functional.one_hot(labels, d_y).to(dtype)
@@ -189,16 +189,17 @@ def window_signals(x: Tensor, y: Tensor, z: Tensor, *, window: int, gamma: float
     return out
 
 
-def present(reservoir: Reservoir, stream: Stream, targets: Tensor | None, *, skip: int) -> Tensor:
+def present(reservoir: Reservoir, stream: Stream, targets: Tensor | None, *, skip: int,
+            learner: ReadoutLearner | None = None) -> Tensor:
     """Reset the reservoir and present the stream sample by sample; from sample ``skip`` on,
-    learn from ``targets`` ``(L, K, n_out)`` (if given: the reservoir needs a learner).
+    ``learner`` learns from ``targets`` ``(L, K, n_out)`` (neither given: frozen).
     Returns the outputs of samples ``skip``.. ``(L - skip, K, n_out)``, each taken before
     that sample's readout update (the online prediction)."""
     reservoir.reset()
     outputs = []
     for t in range(stream.x.shape[0]):
         target = targets[t] if targets is not None and t >= skip else None
-        out = reservoir.step_sample(stream.x[t], stream.y[t], stream.z[t], target)
+        out = reservoir.step_sample(stream.x[t], stream.y[t], stream.z[t], target, learner)
         if t >= skip:
             outputs.append(out.clone())
     return _finite(torch.stack(outputs))
@@ -221,8 +222,8 @@ def _train(config: ReservoirConfig, windows: Sequence[int], train: StreamSetting
     stream = make_stream(config, train, skip + train.per_stream(), dtype=dtype, device=device)
     targets = _stream_targets(config, stream, windows)
     reservoir = Reservoir(config, dtype=dtype, device=device)
-    learner = reservoir.learner = learn.make()
-    outputs = present(reservoir, stream, targets, skip=skip)
+    learner = learn.make()
+    outputs = present(reservoir, stream, targets, skip=skip, learner=learner)
     learner.finish(reservoir.w_out)
     alphas = [learn.alphas[0]] * len(windows)
     if len(learn.alphas) > 1:
@@ -232,7 +233,6 @@ def _train(config: ReservoirConfig, windows: Sequence[int], train: StreamSetting
         d_z = config.d_z
         online = [float(r2_score(outputs[..., i * d_z:(i + 1) * d_z].flatten(0, 1),
                                  targets[skip:, :, i * d_z:(i + 1) * d_z].flatten(0, 1))) for i in range(len(windows))]
-    reservoir.learner = None
     reservoir.reset()
     return reservoir, online, alphas
 
@@ -246,8 +246,8 @@ def _choose_ridge_penalty(reservoir: Reservoir, fit: Ridge, config: ReservoirCon
     skip = settings.washout + max(windows) - 1
     stream = make_stream(config, settings, skip + settings.per_stream(), dtype=reservoir.w_in.dtype,
                          device=reservoir.w_in.device)
-    val = reservoir.learner = Ridge(dtype=fit.dtype)
-    present(reservoir, stream, _stream_targets(config, stream, windows), skip=skip)
+    val = Ridge(dtype=fit.dtype)
+    present(reservoir, stream, _stream_targets(config, stream, windows), skip=skip, learner=val)
     d_z, groups = config.d_z, len(windows)
     best = torch.full((groups,), float("inf"), dtype=fit.dtype)
     chosen = [learn.alphas[0]] * groups
@@ -264,7 +264,7 @@ def _choose_ridge_penalty(reservoir: Reservoir, fit: Ridge, config: ReservoirCon
 def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor,
                    chunk_elems: int = 1 << 22) -> tuple[float, float]:
     r"""R² and mean cosine of the layer's local update :math:`J_N^\top o` against
-    :math:`J_N^\top g_N` (:func:`biohsic.functional.hidden_local_grad`, flattened (dW, db)),
+    :math:`J_N^\top g_N` (:meth:`biohsic.network.HiddenLayer.local_grad`, flattened (dW, db)),
     one sample per row: ``x`` ``(n, d_x)``, ``output`` and ``target`` ``(n, d_z)``.
     Accumulated in chunks, in float64."""
     n = x.shape[0]
@@ -273,7 +273,7 @@ def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor
     with torch.no_grad():
         for start in range(0, n, step):
             cache = layer.forward_cache(x[start:start + step].unsqueeze(1))
-            pred, true = (torch.cat([p.flatten(1) for p in hidden_local_grad(cache, s[start:start + step, None])],
+            pred, true = (torch.cat([p.flatten(1) for p in layer.local_grad(cache, s[start:start + step, None])],
                                     1).double() for s in (output, target))
             sse = sse + (pred - true).square().sum()
             t_sum = t_sum + true.sum(0)
@@ -363,7 +363,7 @@ def reservoir_memory_capacity(reservoir: Reservoir, *, samples: int, streams: in
     ``max_delay`` per stream. ``driven=True`` adds the input current of a random a priori
     stream (:func:`make_stream`) to the probe: the memory left while the reservoir does
     its job. See :func:`biohsic.functional.reservoir.memory_capacity`."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + 303)
+    gen = seeded_generator(seed, 303)
     ref = reservoir.w_in
     length = max_delay + math.ceil(samples / streams)
     w_u = ((torch.rand(reservoir.config.units, generator=gen, dtype=torch.float64) * 2 - 1)

@@ -1,0 +1,52 @@
+"""The reference engine: a rule's eager step and a ``torch.optim`` optimiser, one step at a time.
+
+This is the readable path every faster engine is tested against: the rule writes its update
+into ``.grad`` (:meth:`biohsic.rules.Rule.predict_and_write_grads`) and the optimiser applies it,
+``rule.substeps`` times per batch (the time steps of leaky units).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..rules import Rule
+
+
+class EagerEngine:
+    """Advances a run through ``rule`` and ``optimizer``, batch by batch."""
+
+    def __init__(self, rule: Rule, optimizer: torch.optim.Optimizer):
+        self.rule = rule
+        self.optimizer = optimizer
+
+    def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
+        """Train on the consecutive samples ``x`` ``(K, S·B, d_in)`` with one-hot labels ``y``
+        ``(K, S·B, classes)``, B = ``rule.batch_size`` at a time; return the logits each sample
+        met before its update (the prediction, for leaky units), ``(K, S·B, classes)``."""
+        batch = self.rule.batch_size
+        logits = []
+        for start in range(0, x.shape[1], batch):
+            xb, yb = x[:, start:start + batch], y[:, start:start + batch]
+            for _ in range(self.rule.substeps):
+                step_logits = self.rule.predict_and_write_grads(xb, yb)
+                self.optimizer.step()
+            logits.append(step_logits)
+        return torch.cat(logits, 1)
+
+    def reset(self) -> None:
+        """Forget the state the rule carries between steps (the optimiser's moments are kept)."""
+        self.rule.reset()
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The rule's own scores since the last call (see :meth:`biohsic.rules.Rule.epoch_metrics`)."""
+        return self.rule.epoch_metrics()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's and the rule's state, as a checkpoint holds them."""
+        return {"optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rule.load_state_dict(state["rule"])
