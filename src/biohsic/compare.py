@@ -3,16 +3,25 @@
 Each row of the comparison is one rule label: a rule name from :data:`biohsic.rules.RULES`,
 for ``biohsic`` optionally with its modulator, ``biohsic:paper`` (``biohsic`` alone takes
 ``--modulator``, default ``exact``). A row is ONE :class:`~biohsic.train.Trainer` run with its
-K seeds side by side, in ``<out>/<label>/`` (``:`` written as ``-``). All rows share every
-setting (task, network, lr, epochs, seeds, …); only the rule (and the modulator) differ.
+K seeds side by side.
 
-Before anything trains, the whole grid is checked: every label, every configuration, the
-dataset, and every run folder already in ``<out>``. A folder whose run finished with the
-same configuration is reused, not recomputed; one that stopped early resumes from its
-checkpoint; one that holds other settings is an error.
+- :func:`compare`: all rows share every setting (task, network, lr, epochs, seeds, …); only
+  the rule (and the modulator) differ. Row ``<label>`` trains in ``<out>/<label>/`` (``:``
+  written as ``-``).
+- :func:`tune`: each rule is first swept over a grid (its own default grid, or the one given)
+  in ``<out>/tune/<label>/<point>/``, and the row is the trial with the best **validation**
+  accuracy (ties: lower validation loss, then grid order). The choice sees validation figures
+  only (:class:`ValidationScore`); the test figures of the chosen trial are then reported,
+  with the chosen setting in the table.
+
+Both run on the sweep machinery (:mod:`biohsic.sweep`): the whole grid is checked first
+(every label, every configuration, the dataset, every run folder already in ``<out>``); a
+finished run with the same configuration is reused, an interrupted one resumes; the trials
+run on any executor (this process, local processes, Ray).
 
 Outputs in ``<out>``: ``compare.md`` (Markdown table), ``compare.csv`` (one line per row,
-plain numbers) and ``compare.png`` (test accuracy and loss per epoch, mean ± sd bands).
+plain numbers) and ``compare.png`` (test accuracy and loss per epoch, mean ± sd bands); when
+tuned, also ``tuning.md``, ``tuning.csv`` and ``tuning.png``: every trial of the search.
 """
 from __future__ import annotations
 
@@ -21,185 +30,147 @@ import dataclasses
 import io
 import json
 import math
-import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .config import TrainConfig
-from .data import Dataset, load_task
-from .errors import CheckpointError, ConfigError, DivergenceError
-from .modulators import MODULATORS
+from .errors import ConfigError
 from .plots import plot_compare
-from .rules import RULES, check_config
-from .runs import atomic_write_text, read_json
-from .train import Trainer, differing_settings, saved_form
+from .rules import RULES
+from .runs import atomic_write_text
+from .sweep import (Executor, Grid, SerialExecutor, Trial, TrialResult, epochs_text, log_line, mean_sd, parse_rules,
+                    plan_sweep, pm, point_text, prepare, rule_label, run_sweep, write_sweep_outputs)
 
-#: ``--rules all``: every registered rule, and the three-factor rule with both signals.
-ALL = "all"
-#: Modulator of a modulated rule's row when none is named (the library's default, the exact g_N).
-DEFAULT_MODULATOR = TrainConfig.modulator
 #: Columns of ``compare.csv``.
-CSV_COLUMNS = ("rule", "rule_name", "modulator", "seeds", "epochs", "epochs_completed", "status", "batch",
-               "test_accuracy_mean", "test_accuracy_sd", "test_loss_mean", "test_loss_sd",
-               "train_accuracy_mean", "samples_per_second", "wall_seconds", "run_dir")
+CSV_COLUMNS = ("rule", "rule_name", "modulator", "setting", "seeds", "epochs", "epochs_completed", "status", "batch",
+               "val_accuracy_mean", "val_accuracy_sd", "test_accuracy_mean", "test_accuracy_sd", "test_loss_mean",
+               "test_loss_sd", "train_accuracy_mean", "samples_per_second", "wall_seconds", "run_dir")
+#: The learning rates a default tuning grid takes its values from (half-decade steps).
+LR_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+#: Minibatch sizes of a default tuning grid for a minibatch rule.
+TUNING_BATCH_SIZES = (8, 32)
+
+
+def plan(base: TrainConfig, rules: str | Sequence[str], out: str | Path,
+         sources: Mapping[str, str] | None = None) -> list[Trial]:
+    """One trial per rule label, each ``base`` with its rule and modulator, resolved and
+    validated (so a bad setting is reported before anything trains), in ``<out>/<label>``."""
+    return plan_sweep(base, rules, {}, out, sources)
+
+
+def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, executor: Executor | None = None,
+            sources: Mapping[str, str] | None = None, download: bool = False, progress: bool = False,
+            log: Callable[[str], None] = log_line, threads: int | None = None) -> list[TrialResult]:
+    """Run every rule of ``rules`` with ``base``'s settings and seeds into ``out`` (default:
+    in this process, one rule at a time); write and return the table's rows. Everything is
+    checked (labels, settings, data, existing run folders) before the first run trains."""
+    out = Path(out)
+    trials = plan(base, rules, out, sources)
+    states = prepare(trials, download)
+    rows = run_sweep(trials, executor or SerialExecutor(), states=states, download=download, progress=progress,
+                     threads=threads, log=log)
+    write_outputs(rows, out)
+    return rows
+
+
+# --- tuning -------------------------------------------------------------------------------
+def default_grid(config: TrainConfig) -> Grid:
+    """The grid a rule is tuned over when none is given: learning rates of :data:`LR_LADDER`
+    around ``config.lr`` — the one nearest it and its two neighbours for a streaming rule (one
+    update per sample), it and the three above for a minibatch rule (which averages its
+    batch's gradient and makes fewer steps), with batches of 8 and 32."""
+    nearest = min(range(len(LR_LADDER)), key=lambda i: abs(math.log(LR_LADDER[i] / config.lr)))
+    if RULES[config.rule].streaming:
+        return {"lr": LR_LADDER[max(0, nearest - 1):nearest + 2]}
+    return {"lr": LR_LADDER[nearest:nearest + 4], "batch_size": TUNING_BATCH_SIZES}
+
+
+def rule_grid(config: TrainConfig, grid: Grid | None) -> Grid:
+    """The grid rule ``config.rule`` is tuned over: ``grid`` (without ``batch_size`` for a
+    streaming rule, which ignores it), or :func:`default_grid`."""
+    if grid is None:
+        return default_grid(config)
+    return {name: values for name, values in grid.items()
+            if not (name == "batch_size" and RULES[config.rule].streaming)}
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One row of the comparison: its label, its complete configuration and its run folder."""
+class ValidationScore:
+    """What a tuning choice may see of a trial: its mean validation accuracy and loss."""
 
-    label: str
-    config: TrainConfig
-    run_dir: Path
+    accuracy: float
+    loss: float
+
+
+def validation_score(result: TrialResult) -> ValidationScore | None:
+    """A completed trial's validation figures; ``None`` for a failed or diverged trial or one
+    without a validation set (it cannot be chosen)."""
+    accuracy, loss = result.val_accuracy[0], result.val_loss[0]
+    if result.status != "completed" or math.isnan(accuracy) or math.isnan(loss):
+        return None
+    return ValidationScore(accuracy, loss)
+
+
+def best_on_validation(scores: Sequence[ValidationScore | None]) -> int | None:
+    """The index of the best score: highest validation accuracy, then lowest validation loss,
+    then the first; ``None`` when no trial can be chosen."""
+    eligible = [(i, s) for i, s in enumerate(scores) if s is not None]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda item: (-item[1].accuracy, item[1].loss, item[0]))[0]
 
 
 @dataclass(frozen=True)
-class Row:
-    """The aggregated result of one row: mean and sample standard deviation over its seeds."""
+class Tuned:
+    """One rule's tuning: every trial of its grid and the one chosen on validation (``None``
+    when none completed)."""
 
     label: str
-    config: TrainConfig
-    run_dir: Path
-    status: str
-    epochs_completed: int
-    test_accuracy: tuple[float, float]
-    test_loss: tuple[float, float]
-    train_accuracy: tuple[float, float]
-    samples_per_second: float
-    wall_seconds: float
+    grid: Grid
+    trials: tuple[TrialResult, ...]
+    chosen: TrialResult | None
+
+    @property
+    def setting(self) -> str:
+        """The chosen setting, e.g. ``lr=0.003, batch_size=8`` (``none completed`` without one)."""
+        return point_text(self.chosen.trial.point, ", ") if self.chosen else "none completed"
 
 
-def rule_label(rule: str, modulator: str) -> str:
-    """The row label of ``rule`` with ``modulator``: e.g. ``biohsic`` for the exact signal,
-    ``biohsic:<modulator>`` otherwise; the bare rule name for a rule that takes no modulator."""
-    return f"{rule}:{modulator}" if RULES[rule].modulated and modulator != DEFAULT_MODULATOR else rule
-
-
-def all_labels() -> list[str]:
-    """What ``--rules all`` means: every registered rule, plus ``<rule>:paper`` after each
-    modulated rule (``biohsic:paper``, the authors' signal)."""
-
-    labels = []
-    for name in RULES:
-        labels.append(name)
-        if RULES[name].modulated:
-            labels.append(rule_label(name, "paper"))
-    return labels
-
-
-def parse_rules(text: str | Sequence[str], modulator: str = DEFAULT_MODULATOR) -> list[tuple[str, str]]:
-    """``(rule, modulator)`` of each comma-separated label, in order; ``modulator`` is the one
-    a bare ``biohsic`` takes. Raises :class:`ConfigError` for an unknown rule or modulator, a
-    modulator on another rule, a label given twice or an empty list."""
-
-    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
-    if parts == [ALL]:
-        parts = all_labels()
-    if not parts:
-        raise ConfigError(f"--rules names no rule; give comma-separated labels from {', '.join(all_labels())}")
-    pairs, seen = [], set()
-    for part in parts:
-        name, _, mod = part.partition(":")
-        if name not in RULES:
-            raise ConfigError(f"unknown rule {name!r} in --rules; choose from {', '.join(RULES)} or 'all'")
-        if mod and not RULES[name].modulated:
-            modulated = ", ".join(n for n, rule in RULES.items() if rule.modulated)
-            raise ConfigError(f"--rules {part!r}: only {modulated} takes a modulator (biohsic:exact, biohsic:paper)")
-        if mod and mod not in MODULATORS:
-            raise ConfigError(f"unknown modulator {mod!r} in --rules {part!r}; choose one of {', '.join(MODULATORS)}")
-        pair = (name, (mod or modulator) if RULES[name].modulated else DEFAULT_MODULATOR)
-        label = rule_label(*pair)
-        if label in seen:
-            raise ConfigError(f"--rules lists {label} twice; give each rule label once")
-        seen.add(label)
-        pairs.append(pair)
-    return pairs
-
-
-def plan(base: TrainConfig, rules: str | Sequence[str], out: str | Path) -> list[Entry]:
-    """One :class:`Entry` per rule label, each ``base`` with its rule and modulator, resolved
-    and validated (so a bad setting is reported before anything trains)."""
-    entries = []
+def tune(base: TrainConfig, rules: str | Sequence[str], out: str | Path, grid: Grid | None = None, *,
+         executor: Executor | None = None, sources: Mapping[str, str] | None = None, download: bool = False,
+         progress: bool = False, log: Callable[[str], None] = log_line, threads: int | None = None) -> list[Tuned]:
+    """Tune every rule of ``rules`` on the validation set (:func:`rule_grid`: ``grid`` or the
+    rule's default grid), all trials on one ``executor``; write the tables of the chosen rows
+    (``compare.*``) and of every trial (``tuning.*``) into ``out`` and return the tunings."""
+    if base.resolved().val_fraction <= 0:
+        raise ConfigError("--tune chooses settings on the validation set; --val-fraction must be above 0")
+    out = Path(out)
+    per_rule: list[tuple[str, Grid, list[Trial]]] = []
     for rule, modulator in parse_rules(rules, base.modulator):
         config = dataclasses.replace(base, rule=rule, modulator=modulator).resolved()
-        check_config(config)
         label = rule_label(rule, modulator)
-        entries.append(Entry(label, config, Path(out) / label.replace(":", "-")))
-    return entries
+        searched = rule_grid(config, grid)
+        per_rule.append((label, searched, plan_sweep(base, label, searched, out / "tune", sources)))
+    trials = [trial for _, _, group in per_rule for trial in group]
+    states = prepare(trials, download)
+    results = run_sweep(trials, executor or SerialExecutor(), states=states, download=download, progress=progress,
+                        threads=threads, log=log)
+    tunings, start = [], 0
+    for label, searched, group in per_rule:
+        found = tuple(results[start:start + len(group)])
+        start += len(group)
+        best = best_on_validation([validation_score(r) for r in found])
+        tunings.append(Tuned(label, searched, found, None if best is None else found[best]))
+    write_sweep_outputs(results, out, stem="tuning")
+    chosen = [t.chosen for t in tunings if t.chosen is not None]
+    if chosen:
+        write_outputs(chosen, out, settings={t.label: t.setting for t in tunings if t.chosen is not None},
+                      grids={t.label: t.grid for t in tunings})
+    return tunings
 
 
-def run_state(entry: Entry) -> str:
-    """What to do with ``entry.run_dir``: ``"reuse"`` (a finished run of this configuration),
-    ``"resume"`` (a checkpoint of this configuration with fewer epochs) or ``"new"``.
-    Raises :class:`CheckpointError` when the folder holds a run with other settings or more epochs."""
-    folder = entry.run_dir
-    has_checkpoint = (folder / "checkpoint.pt").exists()
-    if not (has_checkpoint or (folder / "summary.json").exists()):
-        return "new"
-    differing = differing_settings(entry.config, folder)
-    if differing:
-        raise CheckpointError(f"{folder} holds a {entry.label} run with other settings ({', '.join(differing)}); "
-                              "use the same options or choose another --out")
-    summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
-    done = int(summary.get("epochs_completed", 0))
-    if done > entry.config.epochs:
-        raise CheckpointError(f"{folder} holds {done} epochs of {entry.label}, more than --epochs "
-                              f"{entry.config.epochs}; pass --epochs {done} or choose another --out")
-    if summary.get("status") in ("completed", "diverged") and summary.get("config") == saved_form(entry.config):
-        return "reuse"
-    return "resume" if has_checkpoint else "new"
-
-
-def log_line(message: str) -> None:
-    """Print a progress line on stderr."""
-    print(message, file=sys.stderr)
-
-
-def run_entry(entry: Entry, state: str, dataset: Dataset, *, progress: bool = False,
-              log: Callable[[str], None] = log_line, threads: int | None = None) -> dict[str, Any]:
-    """Train (or resume) ``entry``'s run unless ``state`` is ``"reuse"``; return its summary.
-    A diverged run is recorded as such (its summary says so), not raised."""
-
-    if state == "reuse":
-        summary = read_json(entry.run_dir / "summary.json")
-        log(f"{entry.label}: reusing {entry.run_dir} ({summary['status']}, {summary['epochs_completed']} epochs)")
-        return summary
-    cfg = entry.config
-    trainer = Trainer(cfg, run_dir=entry.run_dir, dataset=dataset, progress=progress, threads=threads)
-    if state == "resume" and trainer.resume():
-        log(f"{entry.label}: resuming {entry.run_dir} after epoch {trainer.epoch}")
-    else:
-        log(f"{entry.label}: training {cfg.seeds} seeds side by side into {entry.run_dir}")
-
-    def report(row: dict) -> None:
-        log(f"{entry.label} epoch {row['epoch']}/{cfg.epochs}: test_accuracy={row['test_accuracy']:.4f} "
-            f"test_loss={row['test_loss']:.4f} samples/s={row['samples_per_second']:.0f}")
-
-    try:
-        return trainer.run(on_epoch=report)
-    except DivergenceError as err:
-        log(f"{entry.label}: {err}")
-        return read_json(entry.run_dir / "summary.json")
-
-
-def mean_sd(values: Sequence[float] | None) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); sd is nan for one value, both nan for none."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
-
-
-def summarize(entry: Entry, summary: dict[str, Any]) -> Row:
-    """Aggregate the per-model results of a run's summary into one :class:`Row`."""
-    per_model = summary.get("per_model") or {}
-    return Row(entry.label, entry.config, entry.run_dir, summary["status"], int(summary["epochs_completed"]),
-               test_accuracy=mean_sd(per_model.get("test_accuracy")), test_loss=mean_sd(per_model.get("test_loss")),
-               train_accuracy=mean_sd(per_model.get("train_accuracy")),
-               samples_per_second=float(summary["samples_per_second"]), wall_seconds=float(summary["wall_seconds"]))
-
-
+# --- tables -------------------------------------------------------------------------------
 def learning_curves(run_dir: Path) -> dict[str, list[float]]:
     """Per epoch, mean and sd over the seeds of test accuracy and test loss, from ``metrics.jsonl``."""
     path = run_dir / "metrics.jsonl"
@@ -214,56 +185,65 @@ def learning_curves(run_dir: Path) -> dict[str, list[float]]:
 
 def batch_text(config: TrainConfig) -> str:
     """How a row's rule meets the data: a stream (with its working memory) or minibatches."""
-
     if not RULES[config.rule].streaming:
         return str(config.batch_size)
     return f"1 (N={config.window})" if RULES[config.rule].modulated else "1"
 
 
-def _pm(value: tuple[float, float], scale: float, digits: int) -> str:
-    mean, sd = value
-    if math.isnan(mean):
-        return "–"
-    return f"{mean * scale:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd * scale:.{digits}f}")
-
-
-def _epochs_text(row: Row) -> str:
-    text = str(row.epochs_completed) if row.epochs_completed == row.config.epochs else \
-        f"{row.epochs_completed} of {row.config.epochs}"
-    return text if row.status == "completed" else f"{text}, {row.status}"
-
-
-def settings_line(base: TrainConfig) -> str:
-    """The settings every row shares, in one line (for ``compare.md``)."""
+def settings_line(base: TrainConfig, tuned: Sequence[str] = ()) -> str:
+    """The settings every row shares, in one line (for ``compare.md``); ``tuned``: the settings
+    each row chose for itself, left out."""
     c = base
     seeds = f"{c.seed}" if c.seeds == 1 else f"{c.seed}..{c.seed + c.seeds - 1}"
-    return (f"task {c.task}; hidden {','.join(map(str, c.hidden))}; AdamW lr {c.lr:g}, weight decay "
-            f"{c.weight_decay:g}; {c.epochs} epochs; seeds {seeds}; window N={c.window}; γ={c.gamma:g}; "
-            f"σ={','.join(f'{s:g}' for s in c.sigmas)}; minibatch {c.batch_size}; {c.neuron} units; "
-            f"memory {c.memory}; readout update {c.readout_update}; {c.dtype} on {c.device}")
+    parts = [("task", f"task {c.task}"), ("hidden", f"hidden {','.join(map(str, c.hidden))}"),
+             ("lr", f"AdamW lr {c.lr:g}"), ("weight_decay", f"weight decay {c.weight_decay:g}"),
+             ("epochs", f"{c.epochs} epochs"), ("seeds", f"seeds {seeds}"), ("window", f"window N={c.window}"),
+             ("gamma", f"γ={c.gamma:g}"), ("sigmas", f"σ={','.join(f'{s:g}' for s in c.sigmas)}"),
+             ("batch_size", f"minibatch {c.batch_size}"), ("neuron", f"{c.neuron} units"),
+             ("memory", f"memory {c.memory}"), ("readout_update", f"readout update {c.readout_update}"),
+             ("val_fraction", f"validation {c.val_fraction:g} of the training set (data seed {c.data_seed})"),
+             ("dtype", f"{c.dtype} on {c.device}")]
+    return "; ".join(text for name, text in parts if name not in tuned)
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The comparison as a Markdown table (accuracy in %, mean ± sd over seeds)."""
-    lines = ["| rule | batch | seeds | epochs | test accuracy (%) | test loss | samples/s | train time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+def markdown_table(rows: Sequence[TrialResult], settings: Mapping[str, str] | None = None) -> str:
+    """The comparison as a Markdown table (accuracy in %, mean ± sd over seeds); ``settings``:
+    each row's tuned setting by label (a column when given)."""
+    tuned = settings is not None
+    head = ["rule", *(["setting (chosen on validation)"] if tuned else []), "batch", "seeds", "epochs",
+            "val accuracy (%)", "test accuracy (%)", "test loss", "samples/s", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append(f"| {r.label} | {batch_text(r.config)} | {r.config.seeds} | {_epochs_text(r)} | "
-                     f"{_pm(r.test_accuracy, 100, 2)} | {_pm(r.test_loss, 1, 3)} | {r.samples_per_second:.0f} | "
-                     f"{r.wall_seconds:.1f} |")
+        cells = [r.label, *([settings.get(r.label, "")] if tuned else []), batch_text(r.config), str(r.config.seeds),
+                 epochs_text(r), pm(r.val_accuracy), pm(r.test_accuracy), pm(r.test_loss, 1, 3),
+                 f"{r.samples_per_second:.0f}", f"{r.wall_seconds:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def markdown_page(rows: Sequence[Row]) -> str:
+def grid_line(grids: Mapping[str, Grid]) -> str:
+    """What each rule was tuned over, one line per distinct grid."""
+    by_grid: dict[str, list[str]] = {}
+    for label, grid in grids.items():
+        text = "; ".join(f"{name} ∈ {{{', '.join(map(str, values))}}}" for name, values in grid.items())
+        by_grid.setdefault(text or "nothing", []).append(label)
+    return "\n".join(f"- {', '.join(labels)}: {text}" for text, labels in by_grid.items())
+
+
+def markdown_page(rows: Sequence[TrialResult], settings: Mapping[str, str] | None = None,
+                  grids: Mapping[str, Grid] | None = None) -> str:
     """``compare.md``: the shared settings, the table, and what its columns mean."""
-    base = rows[0].config
-    return (f"Settings: {settings_line(base)}.\n\n{markdown_table(rows)}\n"
+    tuned = sorted({name for grid in (grids or {}).values() for name in grid})
+    search = "" if grids is None else (
+        "Each rule's setting was chosen on the validation set (best mean validation accuracy over the seeds; "
+        f"every trial in tuning.md) from:\n{grid_line(grids)}\n\n")
+    return (f"Settings: {settings_line(rows[0].config, tuned)}.\n\n{search}{markdown_table(rows, settings)}\n"
             "Mean ± sample sd over the seeds, after the last epoch. batch: samples per update "
             "(1 = streaming, N = working memory). samples/s and train time: the whole run, all seeds "
             "side by side, training only (evaluation excluded).\n")
 
 
-def csv_text(rows: Sequence[Row]) -> str:
+def csv_text(rows: Sequence[TrialResult], settings: Mapping[str, str] | None = None) -> str:
     """``compare.csv``: one line per row, plain numbers (accuracy as a fraction; empty for none)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -274,39 +254,27 @@ def csv_text(rows: Sequence[Row]) -> str:
 
     for r in rows:
         writer.writerow([r.label, r.config.rule, r.config.modulator if RULES[r.config.rule].modulated else "",
-                         r.config.seeds, r.config.epochs, r.epochs_completed, r.status, batch_text(r.config),
+                         (settings or {}).get(r.label, ""), r.config.seeds, r.config.epochs, r.epochs_completed,
+                         r.status, batch_text(r.config), num(r.val_accuracy[0]), num(r.val_accuracy[1]),
                          num(r.test_accuracy[0]), num(r.test_accuracy[1]), num(r.test_loss[0]), num(r.test_loss[1]),
                          num(r.train_accuracy[0]), num(r.samples_per_second), num(r.wall_seconds), str(r.run_dir)])
     return buffer.getvalue()
 
 
-def write_outputs(rows: Sequence[Row], out: Path) -> None:
+def write_outputs(rows: Sequence[TrialResult], out: Path, settings: Mapping[str, str] | None = None,
+                  grids: Mapping[str, Grid] | None = None) -> None:
     """Write ``compare.md``, ``compare.csv`` and (with matplotlib) ``compare.png`` into ``out``."""
-    atomic_write_text(out / "compare.md", markdown_page(rows))
-    atomic_write_text(out / "compare.csv", csv_text(rows))
+    atomic_write_text(out / "compare.md", markdown_page(rows, settings, grids))
+    atomic_write_text(out / "compare.csv", csv_text(rows, settings))
     base = rows[0].config
     try:
-        plot_compare({r.label: learning_curves(r.run_dir) for r in rows}, out / "compare.png",
+        plot_compare({r.label: learning_curves(r.run_dir) for r in rows if r.status != "failed"},
+                     out / "compare.png",
                      title=f"{base.task}, hidden {','.join(map(str, base.hidden))}, {base.seeds} seeds (mean ± sd)")
     except ImportError:  # matplotlib is an optional extra
         return
 
 
-def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, download: bool = False,
-            progress: bool = False, log: Callable[[str], None] = log_line, threads: int | None = None) -> list[Row]:
-    """Run every rule of ``rules`` with ``base``'s settings and seeds into ``out``; write and
-    return the table's rows. Everything is checked (labels, settings, data, existing run
-    folders) before the first run trains."""
-    out = Path(out)
-    entries = plan(base, rules, out)
-    states = [run_state(entry) for entry in entries]
-    cfg = entries[0].config
-    dataset = load_task(cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
-    rows = [summarize(entry, run_entry(entry, state, dataset, progress=progress, log=log, threads=threads))
-            for entry, state in zip(entries, states)]
-    write_outputs(rows, out)
-    return rows
-
-
-__all__ = ["ALL", "Entry", "Row", "all_labels", "compare", "csv_text", "learning_curves", "log_line", "markdown_table",
-           "mean_sd", "parse_rules", "plan", "rule_label", "run_entry", "run_state", "summarize", "write_outputs"]
+__all__ = ["CSV_COLUMNS", "LR_LADDER", "Tuned", "ValidationScore", "best_on_validation", "compare", "csv_text",
+           "default_grid", "learning_curves", "markdown_table", "plan", "rule_grid", "tune", "validation_score",
+           "write_outputs"]

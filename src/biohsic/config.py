@@ -20,6 +20,10 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 #: How a reservoir modulator's readouts behave in training (see biohsic.reservoir.closed_loop).
 RESERVOIR_LEARNING = ("frozen", "delta", "force")
 
+#: The value a setting had, implicitly, in run folders saved before the setting existed
+#: (their ``config.json`` lacks it): before validation splits, all training data was trained on.
+VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"val_fraction": 0.0}
+
 #: Hyper-parameters of each task where the user gives none: the paper's (SPEC §7), except
 #: where rate units need more. The learning rate of the small tasks is 1e-3, not 1e-4: the
 #: paper's leaky units make 20 updates per sample. Digits (not in the paper) uses a narrow
@@ -59,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     seeds: int = 1
     data_seed: int = 0
+    val_fraction: float = 0.1
     data_dir: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
@@ -92,6 +97,7 @@ class TrainConfig:
         require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         require(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
         require(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        require(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         require(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
@@ -108,3 +114,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def saved_default(name: str) -> Any:
+    """The value of setting ``name`` in a saved ``config.json`` that does not hold it: the value
+    before the setting existed (:data:`VALUES_BEFORE_THE_SETTING`), else the dataclass default."""
+    if name in VALUES_BEFORE_THE_SETTING:
+        return VALUES_BEFORE_THE_SETTING[name]
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)

@@ -85,6 +85,39 @@ def plot_compare(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path
     save_figure(fig, path)
 
 
+def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[str, Sequence]]], path: Path, title: str = "") -> None:
+    """``sweep.png``: one column per swept setting, validation accuracy (top) and test
+    accuracy (bottom) against the setting's values, one colour per line, the mean over seeds
+    as a line and ± one sd as a band. ``panels[name][line]`` holds equally long sequences
+    ``value``, ``val_mean``, ``val_sd``, ``test_mean`` and ``test_sd``. Numbers spanning a
+    factor of 8 or more are on a log axis; other values are placed evenly, in grid order."""
+    fig = new_figure(figsize=(4.6 * len(panels) + 2.4, 6.4), layout="constrained")
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    for column, (name, lines) in enumerate(panels.items()):
+        values = [v for line in lines.values() for v in line["value"]]
+        numeric = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        categories = list(dict.fromkeys(str(v) for v in values))
+        for (label, line), colour in zip(lines.items(), colour_cycle(len(lines))):
+            x = line["value"] if numeric else [categories.index(str(v)) for v in line["value"]]
+            for ax, split in zip(axes[:, column], ("val", "test")):
+                mean, sd = line[f"{split}_mean"], line[f"{split}_sd"]
+                ax.plot(x, mean, "o-", ms=3, color=colour, label=label)
+                ax.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                                color=colour, alpha=0.2, linewidth=0)
+        for ax, split in zip(axes[:, column], ("validation", "test")):
+            ax.set(xlabel=name, ylabel=f"{split} accuracy")
+            ax.grid(alpha=0.3)
+            if numeric and min(values) > 0 and max(values) >= 8 * min(values):
+                ax.set_xscale("log")
+                ax.minorticks_off()
+            ticks = sorted(set(values)) if numeric else range(len(categories))
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks] if numeric else categories)
+        axes[0, column].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
 def plot_capacity(rows: Sequence, path: Path) -> None:
     """``capacity.png``: two heatmaps (output R², update cosine) of a frozen reservoir's fit
     over window N × units M (rows of :func:`biohsic.reservoir.study.capacity_study`)."""

@@ -17,14 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DTYPES, TrainConfig
-from .data import Dataset, load_task
+from .config import DTYPES, TrainConfig, saved_default
+from .data import Dataset, load_task, split_validation
 from .engine import EagerEngine, Engine
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .functional.hsic import hsic
 from .functional.kernels import gaussian_kernel
 from .network import Network
 from .plots import plot_curves
+from .presets import config_sources
 from .rules import Rule, build_rule, check_config
 from .runs import load_torch, read_json, save_torch, write_json, write_jsonl
 from .seeding import seeded_generator
@@ -91,6 +92,13 @@ def hsic_probe(network: Network, x: Tensor, y: Tensor, windows: Tensor,
     return (torch.stack(hx, -1), torch.stack(hy, -1)) if hx else (empty, empty)
 
 
+def load_dataset(config: TrainConfig, *, download: bool = False) -> Dataset:
+    """The data of a run: the task's train and test sets, with ``config.val_fraction`` of the
+    training set carved out as the validation set (seeded by ``config.data_seed``)."""
+    task = load_task(config.task, data_dir=config.data_dir, data_seed=config.data_seed, download=download)
+    return split_validation(task, config.val_fraction, config.data_seed)
+
+
 def _progress(total: int, description: str, enabled: bool):
     if not enabled:
         return None
@@ -104,13 +112,19 @@ def _progress(total: int, description: str, enabled: bool):
 class Trainer:
     """One training run of ``config.seeds`` models on one dataset.
 
+    ``dataset``: the task's data, when the caller has loaded it already; its validation set
+    is carved here unless it has one (:func:`load_dataset`). ``sources``: where each setting
+    came from (:func:`biohsic.presets.layered_config`), written to ``config_sources.json``;
+    by default, worked out from ``config`` (:func:`biohsic.presets.config_sources`).
+
     >>> trainer = Trainer(TrainConfig(task="xor", epochs=2))          # doctest: +SKIP
     >>> summary = trainer.run()                                       # doctest: +SKIP
     """
 
     def __init__(self, config: TrainConfig, *, run_dir: str | Path | None = None,
                  dataset: Dataset | None = None, progress: bool = False, download: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, sources: dict[str, str] | None = None):
+        self.sources = sources if sources is not None else config_sources(config)
         self.config = config.resolved()
         cfg = self.config
         check_config(cfg)
@@ -118,9 +132,13 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
         self.dtype = DTYPES[cfg.dtype]
-        self.data = dataset if dataset is not None else load_task(
-            cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
+        if dataset is None:
+            self.data = load_dataset(cfg, download=download)
+        else:
+            self.data = dataset if dataset.has_validation else split_validation(dataset, cfg.val_fraction,
+                                                                                 cfg.data_seed)
         self.x_train, self.y_train = self._tensors(self.data.x_train, self.data.y_train)
+        self.x_val, self.y_val = self._tensors(self.data.x_val, self.data.y_val)
         self.x_test, self.y_test = self._tensors(self.data.x_test, self.data.y_test)
         self.onehot_train = F.one_hot(self.y_train, self.data.n_classes).to(self.dtype)
         self.onehot_test = F.one_hot(self.y_test, self.data.n_classes).to(self.dtype)
@@ -191,12 +209,18 @@ class Trainer:
             f"lower --lr (now {self.config.lr:g}) or widen --sigmas; metrics up to epoch {epoch} are kept")
 
     def evaluate_epoch(self, epoch: int, online: dict[str, list[float]]) -> dict[str, Any]:
+        """The epoch's metrics row: accuracy and loss on the test, training and (when there is
+        one) validation sets, per model and averaged, and each layer's HSIC."""
         cfg = self.config
-        test_acc, test_loss = evaluate(self.network, self.x_test, self.y_test, predict=self.predict)
-        train_acc, train_loss = evaluate(self.network, self.x_train, self.y_train, predict=self.predict)
+        splits = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}
+        if len(self.x_val):
+            splits["val"] = (self.x_val, self.y_val)
+        per_model: dict[str, list[float]] = {}
+        for split, (x, labels) in splits.items():
+            accuracy, loss = evaluate(self.network, x, labels, predict=self.predict)
+            per_model.update({f"{split}_accuracy": accuracy.tolist(), f"{split}_loss": loss.tolist()})
+        per_model.update(online)
         hx, hy = hsic_probe(self.network, self.x_test, self.onehot_test, self.windows, cfg.sigmas)
-        per_model = {"test_accuracy": test_acc.tolist(), "test_loss": test_loss.tolist(),
-                     "train_accuracy": train_acc.tolist(), "train_loss": train_loss.tolist(), **online}
         row: dict[str, Any] = {name: sum(values) / len(values) for name, values in per_model.items()}
         row.update(self.engine.epoch_metrics())
         row.update(epoch=epoch + 1, hsic_xz=hx.mean(0).tolist(), hsic_yz=hy.mean(0).tolist(),
@@ -243,6 +267,8 @@ class Trainer:
             "status": status, "epochs_completed": self.epoch,
             "test_accuracy": last.get("test_accuracy"), "train_accuracy": last.get("train_accuracy"),
             "test_loss": last.get("test_loss"), "online_accuracy": last.get("online_accuracy"),
+            "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
+            "n_train": len(self.x_train), "n_val": len(self.x_val), "n_test": len(self.x_test),
             "per_model": last.get("per_model"), "seeds": self.seeds,
             "samples_per_second": self.samples_seen / max(self.train_seconds, 1e-9),
             "wall_seconds": self.train_seconds, "device": str(self.device),
@@ -271,6 +297,7 @@ class Trainer:
         """Train for ``config.epochs`` epochs (from the checkpoint's epoch when resumed)."""
         if self.run_dir:
             write_json(self.run_dir / "config.json", self.config.to_dict())
+            write_json(self.run_dir / "config_sources.json", self.sources)
         try:
             while self.epoch < self.config.epochs:
                 with intra_op_threads(self.threads):
@@ -313,9 +340,8 @@ def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
     ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
     wanted = saved_form(config)
     saved = read_json(run_dir / "config.json")
-    # a setting added to the library after the run was saved counts as its default
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key, defaults[key]))
+    # a setting added to the library after the run was saved counts as the value it had before
+    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key, saved_default(key)))
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -324,4 +350,5 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]
     return Trainer(config).run()
 
 
-__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "make_optimizer", "sample_order", "train"]
+__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "load_dataset", "make_optimizer", "sample_order",
+           "train"]

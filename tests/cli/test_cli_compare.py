@@ -24,7 +24,7 @@ def test_compare_prints_the_table_and_writes_its_files(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert table_rows(result.stdout) == ["bp", "readout"]
-    assert result.stdout.splitlines()[0].startswith("| rule | batch | seeds | epochs | test accuracy (%)")
+    assert result.stdout.splitlines()[0].startswith("| rule | batch | seeds | epochs | val accuracy (%) | test accuracy (%)")
     for name in ("compare.md", "compare.csv", "compare.png", "bp/summary.json", "readout/checkpoint.pt"):
         assert (tmp_path / name).exists(), name
     assert table_rows((tmp_path / "compare.md").read_text()) == ["bp", "readout"]

@@ -9,6 +9,8 @@ import statistics
 import pytest
 
 from biohsic import compare as cmp
+from biohsic import sweep as sw
+from biohsic import train as train_module
 from biohsic.config import TrainConfig
 from biohsic.data import load_task
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
@@ -21,10 +23,11 @@ RULE_SET = "biohsic,biohsic:paper,bp,readout"
 
 @pytest.fixture
 def small_xor(monkeypatch):
-    """The compare module loads a 120-sample xor training set (fast streaming rules)."""
+    """Runs load a 120-sample xor training set (fast streaming rules)."""
     data = load_task("xor")
     small = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
-    monkeypatch.setattr(cmp, "load_task", lambda *args, **kwargs: small)
+    monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
+    monkeypatch.setattr(sw, "load_task", lambda *args, **kwargs: small)
     return small
 
 
@@ -33,23 +36,23 @@ def quiet(message):
 
 
 def test_labels_name_the_rule_and_a_modulator_other_than_exact():
-    assert cmp.rule_label("biohsic", "exact") == "biohsic"
-    assert cmp.rule_label("biohsic", "paper") == "biohsic:paper"
-    assert cmp.rule_label("bp", "exact") == "bp"
+    assert sw.rule_label("biohsic", "exact") == "biohsic"
+    assert sw.rule_label("biohsic", "paper") == "biohsic:paper"
+    assert sw.rule_label("bp", "exact") == "bp"
 
 
 def test_all_is_every_registered_rule_plus_the_paper_signal():
-    pairs = cmp.parse_rules("all")
-    assert [cmp.rule_label(*p) for p in pairs] == cmp.all_labels()
+    pairs = sw.parse_rules("all")
+    assert [sw.rule_label(*p) for p in pairs] == sw.all_labels()
     assert {rule for rule, _ in pairs} == set(RULES)
     assert ("biohsic", "paper") in pairs and ("biohsic", "exact") in pairs
 
 
 def test_parse_rules_keeps_the_order_and_the_modulators():
-    assert cmp.parse_rules(" bp , biohsic:paper,biohsic ") == [
+    assert sw.parse_rules(" bp , biohsic:paper,biohsic ") == [
         ("bp", "exact"), ("biohsic", "paper"), ("biohsic", "exact")]
-    assert cmp.parse_rules("biohsic,readout", modulator="paper") == [("biohsic", "paper"), ("readout", "exact")]
-    assert cmp.parse_rules(["phsic", "hsic"]) == [("phsic", "exact"), ("hsic", "exact")]
+    assert sw.parse_rules("biohsic,readout", modulator="paper") == [("biohsic", "paper"), ("readout", "exact")]
+    assert sw.parse_rules(["phsic", "hsic"]) == [("phsic", "exact"), ("hsic", "exact")]
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -61,7 +64,7 @@ def test_parse_rules_keeps_the_order_and_the_modulators():
 ])
 def test_bad_rule_lists_are_config_errors(text, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        cmp.parse_rules(text)
+        sw.parse_rules(text)
 
 
 def test_plan_gives_each_label_its_rule_modulator_and_folder(tmp_path):
@@ -83,11 +86,11 @@ def test_plan_validates_every_row_before_anything_runs(tmp_path):
 
 def test_mean_sd_is_the_mean_and_the_sample_standard_deviation():
     values = [0.5, 0.75, 0.25, 1.0]
-    assert cmp.mean_sd(values) == (pytest.approx(0.625), pytest.approx(statistics.stdev(values)))
-    assert cmp.mean_sd(values)[1] == pytest.approx(0.3227486, rel=1e-6)  # n - 1 in the denominator
-    mean, sd = cmp.mean_sd([0.3])
+    assert sw.mean_sd(values) == (pytest.approx(0.625), pytest.approx(statistics.stdev(values)))
+    assert sw.mean_sd(values)[1] == pytest.approx(0.3227486, rel=1e-6)  # n - 1 in the denominator
+    mean, sd = sw.mean_sd([0.3])
     assert mean == 0.3 and math.isnan(sd)
-    assert all(math.isnan(v) for v in cmp.mean_sd(None))
+    assert all(math.isnan(v) for v in sw.mean_sd(None))
 
 
 def test_compare_writes_the_table_the_csv_and_the_figure(tmp_path, small_xor):
@@ -98,11 +101,13 @@ def test_compare_writes_the_table_the_csv_and_the_figure(tmp_path, small_xor):
         assert summary["config"]["rule"] == row.config.rule and summary["seeds"] == [0, 1]
         acc = summary["per_model"]["test_accuracy"]
         assert row.test_accuracy == (pytest.approx(statistics.fmean(acc)), pytest.approx(statistics.stdev(acc)))
+        val = summary["per_model"]["val_accuracy"]
+        assert row.val_accuracy == (pytest.approx(statistics.fmean(val)), pytest.approx(statistics.stdev(val)))
         assert row.status == "completed" and row.epochs_completed == 1
     table = (tmp_path / "compare.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("|")]
-    assert lines[0].split("|")[1:-1] == [" rule ", " batch ", " seeds ", " epochs ", " test accuracy (%) ",
-                                         " test loss ", " samples/s ", " train time (s) "]
+    assert lines[0].split("|")[1:-1] == [" rule ", " batch ", " seeds ", " epochs ", " val accuracy (%) ",
+                                         " test accuracy (%) ", " test loss ", " samples/s ", " train time (s) "]
     assert [line.split("|")[1].strip() for line in lines[2:]] == RULE_SET.split(",")
     assert lines[2].split("|")[2].strip() == "1 (N=4)" and lines[4].split("|")[2].strip() == "32"
     assert " ± " in lines[2]
@@ -112,6 +117,7 @@ def test_compare_writes_the_table_the_csv_and_the_figure(tmp_path, small_xor):
     assert tuple(records[0]) == cmp.CSV_COLUMNS
     for record, row in zip(records, rows):
         assert float(record["test_accuracy_mean"]) == pytest.approx(row.test_accuracy[0])
+        assert float(record["val_accuracy_sd"]) == pytest.approx(row.val_accuracy[1])
         assert float(record["test_loss_sd"]) == pytest.approx(row.test_loss[1])
         assert float(record["samples_per_second"]) > 0 and int(record["seeds"]) == 2
     assert records[1]["modulator"] == "paper" and records[2]["modulator"] == ""
@@ -122,7 +128,7 @@ def test_compare_writes_the_table_the_csv_and_the_figure(tmp_path, small_xor):
 
 def test_a_second_compare_reuses_the_finished_runs(tmp_path, small_xor, monkeypatch):
     first = cmp.compare(BASE, RULE_SET, tmp_path, log=quiet)
-    assert all(cmp.run_state(e) == "reuse" for e in cmp.plan(BASE, RULE_SET, tmp_path))
+    assert all(sw.trial_state(e) == "reuse" for e in cmp.plan(BASE, RULE_SET, tmp_path))
 
     def no_training(self, *args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -139,7 +145,7 @@ def test_an_unfinished_run_resumes_from_its_checkpoint(tmp_path, small_xor):
     cmp.compare(BASE, "bp", tmp_path, log=quiet)
     longer = dataclasses.replace(BASE, epochs=2)
     (entry,) = cmp.plan(longer, "bp", tmp_path)
-    assert cmp.run_state(entry) == "resume"
+    assert sw.trial_state(entry) == "resume"
     messages = []
     (row,) = cmp.compare(longer, "bp", tmp_path, log=messages.append)
     assert "resuming" in messages[0] and row.epochs_completed == 2
@@ -171,7 +177,7 @@ def test_a_diverged_run_is_a_row_not_an_abort(tmp_path, small_xor, monkeypatch):
     assert [(r.status, r.epochs_completed) for r in rows] == [("diverged", 1), ("diverged", 1)]
     assert not math.isnan(rows[0].test_accuracy[0])
     assert "| 1 of 2, diverged |" in cmp.markdown_table(rows)
-    assert [cmp.run_state(e) for e in cmp.plan(two, "bp,readout", tmp_path)] == ["reuse", "reuse"]
+    assert [sw.trial_state(e) for e in cmp.plan(two, "bp,readout", tmp_path)] == ["reuse", "reuse"]
 
 
 def test_learning_curves_average_the_seeds_per_epoch(tmp_path, small_xor):

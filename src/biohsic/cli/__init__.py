@@ -1,7 +1,7 @@
 """The ``biohsic`` command. Every user error ends as one line on stderr and exit code 2.
 
 One module per sub-command (:mod:`~biohsic.cli.train`, :mod:`~biohsic.cli.compare`,
-:mod:`~biohsic.cli.reservoir`), the options they share in :mod:`~biohsic.cli.options`.
+:mod:`~biohsic.cli.sweep`, :mod:`~biohsic.cli.reservoir`), the options they share in :mod:`~biohsic.cli.options`.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..errors import BiohsicError
 from .compare import add_compare_command
 from .options import OneLineParser
 from .reservoir import add_reservoir_commands
+from .sweep import add_sweep_command
 from .train import add_train_command
 
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     add_train_command(commands)
     add_compare_command(commands)
+    add_sweep_command(commands)
     add_reservoir_commands(commands)
     return parser
 

@@ -1,14 +1,25 @@
 """Command-line options shared by the ``biohsic`` commands: the one-line parser, number
-lists, and the options that define a training run (``train`` and ``compare``)."""
+lists, and the options that define a training run (``train``, ``compare`` and ``sweep``).
+
+A run option that is not given stays out of the parsed arguments (its argparse default is
+``SUPPRESS``), so that :func:`run_config` can layer explicit options over ``--config``, over
+``--preset``, over the command's and the task's defaults (:mod:`biohsic.presets`).
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ..config import DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig
 from ..data import TASKS
 from ..modulators import MODULATORS
+from ..presets import PRESETS, SETTINGS, layered_config, read_config_file
 from ..rules import check_config
+from ..sweep import EXECUTORS, Executor, make_executor
+
+PRECEDENCE_HELP = ("Each setting comes from, in order of precedence: the options given here, --config FILE, "
+                   "--preset, the command's and the task's defaults. The run folder records the resolved "
+                   "settings (config.json) and where each came from (config_sources.json).")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,59 +41,98 @@ def number_list(kind: Callable[[str], float | int], name: str) -> Callable[[str]
     return parse
 
 
+def add_setting(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, **options: Any) -> None:
+    """Add an option that sets a field of :class:`TrainConfig`: absent from the parsed
+    arguments unless given (its default is stated in ``help``)."""
+    parser.add_argument(*flags, default=argparse.SUPPRESS, **options)
+
+
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``train`` and ``compare`` (everything that defines a run)."""
-    add = parser.add_argument
-    add("--task", default="digits", help=f"dataset: {', '.join(TASKS)} (default digits)")
+    """The options shared by ``train``, ``compare`` and ``sweep`` (everything that defines a run)."""
+    group = parser.add_argument_group("run settings", PRECEDENCE_HELP)
+    group.add_argument("--preset", choices=tuple(PRESETS),
+                       help="the paper's settings for a task (SPEC §7): network, neuron model, N, γ, σ, optimiser, epochs")
+    group.add_argument("--config", metavar="FILE",
+                       help="a TOML file with the keys of config.json, or a run's config.json (or its folder) to rerun it")
+
+    def add(*flags: str, **options: Any) -> None:
+        add_setting(group, *flags, **options)
+
+    add("--task", help=f"dataset: {', '.join(TASKS)} (default digits)")
     add("--window", type=int, help="working-memory capacity N, the paper's batch size")
     add("--gamma", type=float, help="weight γ of HSIC(Y,Z) in the layer objective")
     add("--sigmas", type=number_list(float, "--sigmas"), help="kernel widths σx,σy,σz, e.g. 0.5,0.1,1")
     add("--lr", type=float, help="AdamW learning rate")
-    add("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    add("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     add("--epochs", type=int, help="passes over the training set")
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
-    add("--modulator", default="exact", choices=tuple(MODULATORS),
+    add("--modulator", choices=tuple(MODULATORS),
         help="modulatory signal: exact gradient (default), the authors' 'paper' signal, or a reservoir")
     add("--reservoir", help="--modulator reservoir: one trained reservoir file per hidden layer, comma-separated, "
                             "or the folder `biohsic reservoir train-task` wrote (layer0.pt, layer1.pt, …)")
-    add("--reservoir-learning", default="frozen", choices=RESERVOIR_LEARNING,
+    add("--reservoir-learning", choices=RESERVOIR_LEARNING,
         help="--modulator reservoir: frozen readouts (default, the closed loop); delta: the paper's mode, the readout "
              "keeps learning online against the exact g_N (delta rule at every time step, η 5e-4); force: the same "
              "by recursive least squares")
-    add("--readout-update", default="window", choices=READOUT_UPDATES,
+    add("--readout-update", choices=READOUT_UPDATES,
         help="readout delta rule averaged over the window (default, as the authors) or the newest sample")
-    add("--memory", default="stored", choices=MEMORY_MODES,
+    add("--memory", choices=MEMORY_MODES,
         help="working memory holds activities as they were (stored, default) or re-runs the window (recompute)")
-    add("--neuron", default="rate", choices=NEURONS,
+    add("--neuron", choices=NEURONS,
         help="rate units (default) or leaky integrators simulated in time (SPEC §5)")
-    add("--steps-per-sample", type=int, default=20, help="time steps each sample is presented (leaky units)")
-    add("--tau", type=float, default=5.0, help="membrane time constant in ms (leaky units)")
+    add("--steps-per-sample", type=int, help="time steps each sample is presented (leaky units, default 20)")
+    add("--tau", type=float, help="membrane time constant in ms (leaky units, default 5)")
     add("--hsic-normalized", action="store_true", help="rule hsic: the normalised HSIC of Ma et al.")
-    add("--phsic-kernel", default="gaussian", choices=PHSIC_KERNELS, help="rules phsic*: the layer kernel")
-    add("--phsic-sigma", type=float, default=5.0, help="rules phsic*: absolute width of the Gaussian layer kernel")
-    add("--phsic-horizon", type=int, default=100, help="rule phsic-stream: horizon of the running means (samples)")
-    add("--batch-size", type=int, default=32, help="minibatch size of minibatch rules (default 32)")
+    add("--phsic-kernel", choices=PHSIC_KERNELS, help="rules phsic*: the layer kernel (default gaussian)")
+    add("--phsic-sigma", type=float, help="rules phsic*: absolute width of the Gaussian layer kernel (default 5)")
+    add("--phsic-horizon", type=int, help="rule phsic-stream: horizon of the running means (samples, default 100)")
+    add("--batch-size", type=int, help="minibatch size of minibatch rules (default 32)")
     add("--data-dir", help="folder holding the dataset's files (mnist, fashion-mnist, cifar10)")
-    add("--download", action="store_true",
-        help="fetch MNIST or CIFAR-10 into --data-dir when its files are missing (needs the internet)")
-    add("--data-seed", type=int, default=0, help="seed of the synthetic data and of the digits split")
-    add("--device", default="cpu", help="cpu or cuda (default cpu)")
-    add("--dtype", default="float32", choices=tuple(DTYPES))
-    add("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
-        "whose per-sample operations are too small to share; all cores for minibatch rules)")
+    group.add_argument("--download", action="store_true",
+                       help="fetch MNIST or CIFAR-10 into --data-dir when its files are missing (needs the internet)")
+    add("--data-seed", type=int, help="seed of the synthetic data, of the digits split and of the validation split "
+                                      "(default 0)")
+    add("--val-fraction", type=float,
+        help=f"share of the training set held out for validation, stratified by class (default "
+             f"{TrainConfig.val_fraction:g}); every choice of a setting is made on it, never on the test set")
+    add("--device", help="cpu or cuda (default cpu)")
+    add("--dtype", choices=tuple(DTYPES), help="default float32")
+    group.add_argument("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
+                       "whose per-sample operations are too small to share; all cores for minibatch rules)")
 
 
-def config_from_args(args: argparse.Namespace, **fields) -> TrainConfig:
-    """The run the options describe (``fields``: the command's own, e.g. rule and seeds),
-    resolved and checked against the registries of rules and modulators."""
-    config = TrainConfig(
-        task=args.task, window=args.window, gamma=args.gamma, sigmas=args.sigmas, lr=args.lr,
-        weight_decay=args.weight_decay, epochs=args.epochs, hidden=args.hidden, modulator=args.modulator,
-        reservoir=args.reservoir, reservoir_learning=args.reservoir_learning, readout_update=args.readout_update,
-        memory=args.memory, neuron=args.neuron, steps_per_sample=args.steps_per_sample, tau=args.tau,
-        hsic_normalized=args.hsic_normalized, phsic_kernel=args.phsic_kernel, phsic_sigma=args.phsic_sigma,
-        phsic_horizon=args.phsic_horizon,
-        batch_size=args.batch_size, data_dir=args.data_dir, data_seed=args.data_seed, device=args.device,
-        dtype=args.dtype, **fields).resolved()
+def run_config(args: argparse.Namespace, command_defaults: Mapping[str, Any] | None = None
+               ) -> tuple[TrainConfig, dict[str, str]]:
+    """The run the options describe, resolved and checked against the registries of rules and
+    modulators, and the source of each setting. Layers, lowest first: ``command_defaults``
+    (the command's own, e.g. ``compare``'s 5 seeds), ``--preset``, ``--config``, the options given."""
+    layers: list[tuple[str, Mapping[str, Any]]] = [("command default", command_defaults or {})]
+    if args.preset:
+        layers.append((f"preset {args.preset}", PRESETS[args.preset]))
+    if args.config:
+        layers.append((f"config file {args.config}", read_config_file(args.config)))
+    layers.append(("command line", {name: value for name, value in vars(args).items() if name in SETTINGS}))
+    config, sources = layered_config(layers)
     check_config(config)
-    return config
+    return config, sources
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where the trials of ``sweep`` and ``compare`` run."""
+    group = parser.add_argument_group(
+        "executor", "Where the trials run. A Ray cluster: start it (`ray start --head` on one machine, "
+                    "`ray start --address HEAD:6379` on the others, biohsic installed on all), then pass "
+                    "--executor ray --address HEAD:6379; --out must be a folder every node can write "
+                    "(a shared file system), or the finished trials' files are copied back here.")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: a pool of processes on this machine (default); ray: Ray tasks "
+                            "(pip install 'biohsic[ray]')")
+    group.add_argument("--workers", type=int,
+                       help="trials at once (default: the cores of this machine; 1 runs them in this process)")
+    group.add_argument("--address", help="--executor ray: the address of a running Ray cluster (HOST:PORT, "
+                                         "ray://HOST:PORT or auto); without it a local Ray instance starts")
+
+
+def executor_from_args(args: argparse.Namespace) -> Executor:
+    """The executor the options name (for Ray, connected or started here)."""
+    return make_executor(args.executor, args.workers, args.address)

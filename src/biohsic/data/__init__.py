@@ -1,6 +1,10 @@
 """The tasks of SPEC §7: two synthetic 2-D problems, scikit-learn's digits, MNIST,
 Fashion-MNIST and CIFAR-10, each as one :class:`Dataset` of flattened, preprocessed tensors.
 
+A loader returns the task's train and test sets; :func:`split_validation` then carves a
+validation set out of the training set (stratified by class, seeded by the data seed), the
+set every choice of a setting is made on: the test set is only ever reported.
+
 File-based tasks look for their files, first match wins, in ``data_dir`` and
 ``data_dir/<task>`` when ``data_dir`` is given; otherwise in ``$BIOHSIC_DATA/<task>`` and then
 in the task's system directory (Fashion-MNIST: where Debian's ``dataset-fashion-mnist``
@@ -8,6 +12,7 @@ package installs it).
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import zlib
@@ -21,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..seeding import seeded_generator
 
 T = TypeVar("T")
 
@@ -30,11 +36,14 @@ TASKS: tuple[str, ...] = ("linear", "xor", "digits", "mnist", "fashion-mnist", "
 DATA_ENV = "BIOHSIC_DATA"
 #: Where a task's files are found when neither ``data_dir`` nor ``$BIOHSIC_DATA`` is set.
 SYSTEM_DIRS: dict[str, Path] = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+#: Salt of the validation split's random stream (:mod:`biohsic.seeding`), under the data seed.
+VALIDATION_SALT = 4241
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test split of flattened inputs ``(n, d)`` (float32) and class indices ``(n,)`` (int64)."""
+    """A train/test split of flattened inputs ``(n, d)`` (float32) and class indices ``(n,)`` (int64),
+    and, once :func:`split_validation` has carved it, a validation set (``None`` until then)."""
 
     name: str
     x_train: Tensor
@@ -43,11 +52,60 @@ class Dataset:
     y_test: Tensor
     n_classes: int
     input_shape: tuple[int, ...]
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     @property
     def n_features(self) -> int:
         """d, the length of one flattened input."""
         return self.x_train.shape[1]
+
+    @property
+    def has_validation(self) -> bool:
+        """True once a validation set has been carved (it may be empty: fraction 0)."""
+        return self.x_val is not None
+
+
+def validation_indices(labels: Tensor, fraction: float, seed: int) -> Tensor:
+    r"""The sorted indices of a stratified validation set of ``round(fraction · n)`` samples
+    (at least one when ``fraction > 0``), drawn with the data seed ``seed``.
+
+    Class c, with :math:`n_c` samples, gives :math:`\lfloor f n_c \rfloor` of them, and the
+    samples left over go to the classes with the largest remainders :math:`f n_c - \lfloor f n_c \rfloor`
+    (ties: the smaller class index), so every class is represented in proportion. Within a
+    class the samples are the first ones of one seeded permutation of the whole set.
+    """
+    n = len(labels)
+    if fraction <= 0 or n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    total = min(n, max(1, round(fraction * n)))
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * total / n
+    quota = exact.floor().long()
+    leftover = total - int(quota.sum())
+    by_remainder = sorted(range(len(classes)), key=lambda c: (-(exact[c] - quota[c]).item(), c))
+    quota[by_remainder[:leftover]] += 1
+    order = torch.randperm(n, generator=seeded_generator(seed, VALIDATION_SALT))
+    ordered_labels = labels[order]
+    chosen = [order[ordered_labels == c][:q] for c, q in zip(classes.tolist(), quota.tolist())]
+    return torch.cat(chosen).sort().values
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """``dataset`` with ``fraction`` of its training set moved to a validation set
+    (:func:`validation_indices`); the training samples left keep their order, so with
+    ``fraction = 0`` the training set is exactly the task's (and the validation set is empty)."""
+    if dataset.has_validation:
+        raise ConfigError(f"the {dataset.name} dataset already has a validation set; split the task's data once")
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
+    val = validation_indices(dataset.y_train, fraction, seed)
+    keep = torch.ones(len(dataset.y_train), dtype=torch.bool)
+    keep[val] = False
+    if not keep.any():
+        raise ConfigError(f"--val-fraction {fraction} leaves no {dataset.name} training sample; choose a smaller one")
+    return dataclasses.replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep],
+                               x_val=dataset.x_train[val], y_val=dataset.y_train[val])
 
 
 def scale_pixels(pixels: np.ndarray, max_value: float) -> Tensor:
