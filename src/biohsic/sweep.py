@@ -347,11 +347,11 @@ class SerialExecutor(Executor):
         return "in this process, one trial at a time"
 
 
-def _worker_loop(connection) -> None:
+def _worker_loop(connection, runner: Callable[[TrialJob], TrialOutcome]) -> None:
     """The body of a :class:`ProcessExecutor` worker: run each job received, send its outcome,
     until ``None`` arrives."""
     while (job := connection.recv()) is not None:
-        connection.send(run_trial(job))
+        connection.send(runner(job))
     connection.close()
 
 
@@ -367,17 +367,19 @@ class _Worker:
 class ProcessExecutor(Executor):
     """``workers`` processes (``spawn``: nothing of this process's state is shared), each
     running one trial after another. A process that dies without an outcome (out of memory,
-    killed) fails only its trial; a fresh process takes its place."""
+    killed) fails only its trial; a fresh process takes its place. ``runner``: what a worker
+    calls with each job (a module-level function; :func:`run_trial`)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, runner: Callable[[TrialJob], TrialOutcome] = run_trial):
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
+        self.runner = runner
         self.context = multiprocessing.get_context("spawn")
 
     def _start(self) -> _Worker:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker_loop, args=(child,))
+        process = self.context.Process(target=_worker_loop, args=(child, self.runner))
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -522,9 +524,12 @@ def make_executor(name: str, workers: int | None = None, address: str | None = N
 
 # --- results ----------------------------------------------------------------------------
 def mean_sd(values: Sequence[float] | None) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); sd is nan for one value, both nan for none."""
+    """Mean and sample standard deviation (n - 1); sd is nan for one value, both nan for none;
+    with a non-finite value (a diverged loss) the plain mean and an sd of nan."""
     if not values:
         return math.nan, math.nan
+    if not all(math.isfinite(v) for v in values):
+        return sum(values) / len(values), math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 

@@ -87,3 +87,43 @@ def test_help_explains_the_rule_labels(capsys):
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "biohsic:paper" in text and "'all'" in text and "reused" in text
+
+
+def test_tune_prints_each_rule_at_its_setting_chosen_on_validation(tmp_path, capsys):
+    args = ["compare", *FAST, "--rules", "biohsic,bp", "--tune", "lr=1e-3,1e-2,batch_size=8,32", "--workers", "1",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("| rule | setting (chosen on validation) | batch |")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["biohsic", "bp"]
+    assert rows[0][1] in ("lr=0.001", "lr=0.01") and rows[1][1].startswith("lr=")
+    assert "batch_size=" in rows[1][1] and "batch_size" not in rows[0][1]
+    with open(tmp_path / "tuning.csv", newline="") as handle:
+        trials = list(csv.DictReader(handle))
+    assert [t["rule"] for t in trials] == ["biohsic"] * 2 + ["bp"] * 4
+    best_bp = max((t for t in trials if t["rule"] == "bp"), key=lambda t: float(t["val_accuracy_mean"]))
+    assert rows[1][1] == f"lr={best_bp['lr']}, batch_size={best_bp['batch_size']}"
+
+
+def test_tune_alone_takes_each_rules_default_grid(tmp_path, capsys):
+    assert main(["compare", *FAST, "--rules", "readout", "--tune", "--workers", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    with open(tmp_path / "tuning.csv", newline="") as handle:
+        trials = list(csv.DictReader(handle))
+    assert [(t["lr"], t["batch_size"]) for t in trials] == [
+        (lr, b) for lr in ("0.001", "0.003", "0.01", "0.03") for b in ("8", "32")]
+    assert "- readout: lr ∈ {0.001, 0.003, 0.01, 0.03}; batch_size ∈ {8, 32}" in (tmp_path / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--tune", "windows=2,4"], "--tune 'windows=2,4': unknown setting 'windows'"),
+    (["--tune", "lr=fast"], "lr takes a number"),
+    (["--tune", "--val-fraction", "0"], "--val-fraction must be above 0"),
+])
+def test_bad_tuning_input_is_one_line_exit_2(tmp_path, capsys, args, fragment):
+    code = main(["compare", *FAST, "--rules", "bp", *args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert fragment in err[0]
+    assert not (tmp_path / "out").exists()

@@ -91,6 +91,9 @@ def test_mean_sd_is_the_mean_and_the_sample_standard_deviation():
     mean, sd = sw.mean_sd([0.3])
     assert mean == 0.3 and math.isnan(sd)
     assert all(math.isnan(v) for v in sw.mean_sd(None))
+    mean, sd = sw.mean_sd([0.5, math.nan])  # a diverged loss
+    assert math.isnan(mean) and math.isnan(sd)
+    assert sw.mean_sd([1.0, math.inf])[0] == math.inf
 
 
 def test_compare_writes_the_table_the_csv_and_the_figure(tmp_path, small_xor):
