@@ -7,6 +7,8 @@ import pytest
 from biohsic.cli import main
 from biohsic.train import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line
+
 FAST = ["--task", "xor", "--epochs", "2", "--hidden", "4,3", "--window", "4", "--no-progress"]
 
 

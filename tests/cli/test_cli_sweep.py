@@ -16,6 +16,8 @@ import torch
 from biohsic.cli import main
 from biohsic.train import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line
+
 FAST = ["--task", "xor", "--epochs", "1", "--hidden", "4,3", "--seeds", "2", "--no-progress"]
 
 

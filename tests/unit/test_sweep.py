@@ -92,6 +92,7 @@ def test_plan_checks_every_trial_before_anything_runs(tmp_path):
 
 
 # --- running --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_sweep_trains_every_trial_and_writes_its_tables(tmp_path, small_xor):
     results = sw.sweep(BASE, "biohsic,bp", GRID, tmp_path, log=quiet)
     assert [r.trial.point for r in results[:4]] == sw.points(GRID)
@@ -118,6 +119,7 @@ def test_a_sweep_trains_every_trial_and_writes_its_tables(tmp_path, small_xor):
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_trials_and_retries_failed_ones(tmp_path, small_xor, monkeypatch):
     run = Trainer.run
 
@@ -144,6 +146,7 @@ def test_a_rerun_reuses_finished_trials_and_retries_failed_ones(tmp_path, small_
     assert [r.val_accuracy for r in second[::2]] == [r.val_accuracy for r in first[::2]]
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_resumes_from_its_checkpoint(tmp_path, small_xor):
     sw.sweep(BASE, "bp", {"lr": (1e-2,)}, tmp_path, log=quiet)
     longer = dataclasses.replace(BASE, epochs=2)
@@ -157,6 +160,7 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint(tmp_path, small_xor):
     assert result.val_accuracy[0] == pytest.approx(uninterrupted["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_a_folder_with_other_settings_stops_the_sweep_before_any_training(tmp_path, small_xor):
     sw.sweep(BASE, "bp", {"lr": (1e-2,)}, tmp_path, log=quiet)
     with pytest.raises(CheckpointError, match="other settings \\(seeds\\)"):
@@ -171,6 +175,7 @@ def crash_at_lr_1e_2(job):
     return sw.run_trial(job)
 
 
+@pytest.mark.slow
 def test_a_crashed_worker_process_fails_only_its_trial(tmp_path):
     executor = sw.ProcessExecutor(2, runner=crash_at_lr_1e_2)
     results = sw.sweep(BASE, "bp", {"lr": (1e-2, 1e-3, 3e-3)}, tmp_path, executor=executor, log=quiet)
@@ -179,6 +184,7 @@ def test_a_crashed_worker_process_fails_only_its_trial(tmp_path):
     assert not (tmp_path / "bp" / "lr=0.01" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_local_processes_give_the_numbers_of_this_process(tmp_path):
     grid = {"lr": (1e-3, 1e-2)}
     here = sw.sweep(BASE, "biohsic,bp", grid, tmp_path / "here", log=quiet, threads=1)
@@ -190,6 +196,7 @@ def test_local_processes_give_the_numbers_of_this_process(tmp_path):
             json.loads((b.run_dir / "summary.json").read_text())["per_model"]
 
 
+@pytest.mark.slow
 def test_a_sweep_on_ray_gives_the_table_of_the_local_executor(tmp_path):
     """The acceptance test: a 2 × 2 sweep on a local Ray instance, table equal to the local pool's."""
     pytest.importorskip("ray")

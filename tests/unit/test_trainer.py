@@ -122,7 +122,10 @@ def test_the_summary_scores_the_final_network_on_the_whole_test_and_training_set
     data = small_xor()
     trainer = Trainer(TrainConfig(**FAST, rule=rule, seeds=2), dataset=data)
     summary = trainer.run()
-    for split, x, y in (("test", data.x_test, data.y_test), ("train", data.x_train, data.y_train)):
+    split_data = trainer.data  # the training set less the validation set carved from it
+    assert len(split_data.x_train) + len(split_data.x_val) == len(data.x_train)
+    for split, x, y in (("test", data.x_test, data.y_test), ("train", split_data.x_train, split_data.y_train),
+                        ("val", split_data.x_val, split_data.y_val)):
         logits = trainer.network(x)
         accuracy = (logits.argmax(-1) == y).double().mean(-1)
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(2, -1), reduction="none").mean(-1)

@@ -93,6 +93,7 @@ def tuned_choices(tunings):
     return {t.label: (t.setting, t.chosen.val_accuracy, t.chosen.val_loss) for t in tunings}
 
 
+@pytest.mark.slow
 def test_tuning_chooses_each_rules_best_validation_trial_and_writes_the_tables(tmp_path, small_xor):
     tunings = cmp.tune(BASE, "biohsic,bp", tmp_path, GRID, log=quiet)
     assert [t.label for t in tunings] == ["biohsic", "bp"]
@@ -114,6 +115,7 @@ def test_tuning_chooses_each_rules_best_validation_trial_and_writes_the_tables(t
     assert len(trials) == 6 and (tmp_path / "tuning.png").exists() and (tmp_path / "compare.png").exists()
 
 
+@pytest.mark.slow
 def test_no_code_path_reads_test_data_to_choose_anything(tmp_path, monkeypatch, small_xor):
     """Tune twice: on the task, and with its test set poisoned (NaN inputs, every label
     changed). Every choice and every validation figure is the same; the test figures are not."""
@@ -138,6 +140,7 @@ def test_tuning_needs_a_validation_set(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_tuning_trains_nothing(tmp_path, small_xor, monkeypatch):
     first = cmp.tune(BASE, "bp", tmp_path, {"lr": (1e-3, 3e-2)}, log=quiet)
 

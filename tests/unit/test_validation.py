@@ -81,6 +81,7 @@ BEFORE_THE_SPLIT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", sorted(BEFORE_THE_SPLIT))
 def test_fraction_zero_reproduces_the_numbers_from_before_the_split(rule):
     summary = Trainer(TrainConfig(**FAST, rule=rule, dtype="float64", val_fraction=0.0)).run()
@@ -89,6 +90,7 @@ def test_fraction_zero_reproduces_the_numbers_from_before_the_split(rule):
     assert summary["val_accuracy"] is None and "val_accuracy" not in summary["per_model"]
 
 
+@pytest.mark.slow
 def test_metrics_and_summary_carry_validation_and_test_figures(tmp_path):
     summary = Trainer(TrainConfig(**{**FAST, "epochs": 2}), run_dir=tmp_path).run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -103,6 +105,7 @@ def test_metrics_and_summary_carry_validation_and_test_figures(tmp_path):
     assert saved["val_accuracy"] == summary["val_accuracy"] and saved["test_accuracy"] == summary["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_validation_figures_are_measured_on_the_validation_samples():
     data = load_dataset(TrainConfig(task="xor", val_fraction=0.2).resolved())
     swapped = dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test)
@@ -134,6 +137,7 @@ def test_splitting_twice_or_to_nothing_is_refused():
         split_validation(tiny, 0.5, 0)
 
 
+@pytest.mark.slow
 def test_a_run_saved_before_the_split_existed_counts_as_fraction_zero(tmp_path):
     Trainer(TrainConfig(**FAST, val_fraction=0.0), run_dir=tmp_path).run()
     saved = json.loads((tmp_path / "config.json").read_text())
