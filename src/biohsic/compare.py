@@ -133,8 +133,16 @@ class Tuned:
 
     @property
     def setting(self) -> str:
-        """The chosen setting, e.g. ``lr=0.003, batch_size=8`` (``none completed`` without one)."""
-        return point_text(self.chosen.trial.point, ", ") if self.chosen else "none completed"
+        """The chosen setting, e.g. ``lr=0.003, batch_size=8`` (``none completed`` without one),
+        with a warning when a value is the lowest or highest of three or more tried: the best
+        may lie beyond the grid."""
+        if self.chosen is None:
+            return "none completed"
+        edges = [f"{name} {'lowest' if value == min(self.grid[name]) else 'highest'} tried"
+                 for name, value in self.chosen.trial.point
+                 if len(self.grid[name]) >= 3 and value in (min(self.grid[name]), max(self.grid[name]))]
+        text = point_text(self.chosen.trial.point, ", ")
+        return f"{text} ({'; '.join(edges)})" if edges else text
 
 
 def tune(base: TrainConfig, rules: str | Sequence[str], out: str | Path, grid: Grid | None = None, *,

@@ -292,10 +292,15 @@ def run_trial(job: TrialJob) -> TrialOutcome:
         except DivergenceError:
             summary = read_json(run_dir / "summary.json")
     except Exception as err:  # a trial's failure of any kind is its row, not the sweep's end
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return TrialOutcome(None, f"{type(err).__name__}: {message}" if message else type(err).__name__)
+        return TrialOutcome(None, error_line(err))
     files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()} if job.return_files else {}
     return TrialOutcome(summary, files=files)
+
+
+def error_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (``Type`` alone for an empty message)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def materialize(run_dir: Path, files: Mapping[str, bytes]) -> None:
@@ -461,8 +466,7 @@ class RayExecutor(Executor):
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot start or join Ray at {address or 'a local instance'} ({first}); "
+            raise ConfigError(f"cannot start or join Ray at {address or 'a local instance'} ({error_line(err)}); "
                               "check --address (e.g. HOST:6379 of a running `ray start --head`)") from None
         self.started_here = address is None
         self.workers = workers if address is None else max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -479,8 +483,7 @@ class RayExecutor(Executor):
                     try:
                         outcome = ray.get(ref)
                     except ray.exceptions.RayError as err:
-                        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                        outcome = TrialOutcome(None, f"{type(err).__name__}: {first}")
+                        outcome = TrialOutcome(None, error_line(err))
                     on_done(index, outcome)
         finally:
             for ref in pending:

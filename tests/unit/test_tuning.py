@@ -89,6 +89,16 @@ def test_failed_diverged_and_unvalidated_trials_cannot_be_chosen(tmp_path):
     assert cmp.validation_score(dataclasses.replace(done, val_accuracy=nan, val_loss=nan)) is None
 
 
+@pytest.mark.parametrize("value, note", [(1e-3, " (lr lowest tried)"), (3e-3, ""), (1e-2, " (lr highest tried)")])
+def test_a_setting_at_the_edge_of_its_grid_says_so(tmp_path, value, note):
+    grid = {"lr": (1e-3, 3e-3, 1e-2), "batch_size": (8, 32)}
+    trial = sw.Trial("bp", (("lr", value), ("batch_size", 8)), BASE, tmp_path)
+    nan = (math.nan, math.nan)
+    chosen = sw.TrialResult(trial, "completed", 1, (0.9, 0.0), (0.3, 0.0), nan, nan, nan, 1.0, 1.0)
+    assert cmp.Tuned("bp", grid, (chosen,), chosen).setting == f"lr={value!r}, batch_size=8{note}"
+    assert cmp.Tuned("bp", grid, (), None).setting == "none completed"
+
+
 def tuned_choices(tunings):
     return {t.label: (t.setting, t.chosen.val_accuracy, t.chosen.val_loss) for t in tunings}
 
