@@ -442,11 +442,10 @@ class ProcessExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Each trial a Ray task of ``cpus`` CPUs. ``address``: an existing cluster (``auto``,
-    ``HOST:PORT`` or ``ray://HOST:PORT``); ``None`` starts a local Ray instance of ``workers``
-    CPUs (no dashboard), shut down by :meth:`close`."""
-
-    returns_files = True
+    """Each trial a Ray task of as many CPUs as it uses threads. ``address``: an existing cluster
+    (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``), left running by :meth:`close`; ``None``
+    starts a local Ray instance of ``workers`` CPUs (no dashboard), shut down by :meth:`close`. The trials of a cluster return their run
+    folders' files, written here where the cluster's nodes do not share this disk."""
 
     def __init__(self, workers: int, address: str | None = None, object_store_mb: int | None = None):
         try:
@@ -458,9 +457,9 @@ class RayExecutor(Executor):
         if address is not None:
             check_reachable(address)
         self.ray = ray
-        options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if address is None:
-            options.update(num_cpus=workers)
+        options: dict[str, Any] = dict(log_to_driver=False)
+        if address is None:  # a local instance: our CPUs, no dashboard
+            options.update(num_cpus=workers, include_dashboard=False)
             if object_store_mb is not None:
                 options.update(object_store_memory=object_store_mb * 1024 * 1024)
         try:
@@ -469,6 +468,7 @@ class RayExecutor(Executor):
             raise ConfigError(f"cannot start or join Ray at {address or 'a local instance'} ({error_line(err)}); "
                               "check --address (e.g. HOST:6379 of a running `ray start --head`)") from None
         self.started_here = address is None
+        self.returns_files = address is not None
         self.workers = workers if address is None else max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.remote = ray.remote(run_trial)
 
@@ -490,8 +490,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:
-        if self.started_here:
-            self.ray.shutdown()
+        self.ray.shutdown()  # stops a local instance; disconnects from a cluster
 
     def describe(self) -> str:
         return f"Ray, {self.workers} CPUs" + ("" if self.started_here else " (joined cluster)")

@@ -6,7 +6,12 @@ import io
 import json
 import math
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -211,6 +216,48 @@ def test_a_sweep_on_ray_gives_the_table_of_the_local_executor(tmp_path):
         assert json.loads((a.run_dir / "summary.json").read_text())["per_model"] == \
             json.loads((b.run_dir / "summary.json").read_text())["per_model"]
     assert "Ray" in json.loads((tmp_path / "ray" / "sweep.json").read_text())["executor"]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster(monkeypatch):
+    """A Ray head node started as a user starts a cluster (`ray start --head`), its address;
+    its processes are ended (by their process group) after the test."""
+    pytest.importorskip("ray")
+    port = free_port()
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
+@pytest.mark.slow
+def test_a_sweep_joins_a_running_ray_cluster(tmp_path, ray_cluster):
+    with sw.RayExecutor(1, address=ray_cluster) as executor:
+        assert executor.workers == 2 and "joined cluster" in executor.describe()
+        results = sw.sweep(BASE, "bp", {"lr": (1e-3, 1e-2)}, tmp_path / "cluster", executor=executor, log=quiet)
+    local = sw.sweep(BASE, "bp", {"lr": (1e-3, 1e-2)}, tmp_path / "here", log=quiet, threads=1)
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert (tmp_path / "cluster" / "sweep.csv").read_text() == (tmp_path / "here" / "sweep.csv").read_text()
+    assert [r.val_accuracy for r in results] == [r.val_accuracy for r in local]
 
 
 def test_returned_files_are_written_only_where_the_trial_left_none(tmp_path):
