@@ -16,6 +16,7 @@ plain numbers) and ``compare.png`` (test accuracy and loss per epoch, mean ± sd
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -33,8 +34,8 @@ from .errors import CheckpointError, ConfigError, DivergenceError
 from .modulators import MODULATORS
 from .plots import plot_compare
 from .rules import RULES, check_config
-from .runs import atomic_write_text, read_json
-from .train import Trainer, differing_settings, saved_form
+from .runs import RunFolderLock, atomic_write_text, checkpoint_paths, read_json
+from .train import Trainer, check_run_fits, saved_form, settings_mismatch
 
 #: ``--rules all``: every registered rule, and the three-factor rule with both signals.
 ALL = "all"
@@ -135,12 +136,12 @@ def run_state(entry: Entry) -> str:
     ``"resume"`` (a checkpoint of this configuration with fewer epochs) or ``"new"``.
     Raises :class:`CheckpointError` when the folder holds a run with other settings or more epochs."""
     folder = entry.run_dir
-    has_checkpoint = (folder / "checkpoint.pt").exists()
+    has_checkpoint = bool(checkpoint_paths(folder))
     if not (has_checkpoint or (folder / "summary.json").exists()):
         return "new"
-    differing = differing_settings(entry.config, folder)
-    if differing:
-        raise CheckpointError(f"{folder} holds a {entry.label} run with other settings ({', '.join(differing)}); "
+    mismatch = settings_mismatch(entry.config, folder)
+    if mismatch:
+        raise CheckpointError(f"{folder} holds a {entry.label} run with other settings ({mismatch}); "
                               "use the same options or choose another --out")
     summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
     done = int(summary.get("epochs_completed", 0))
@@ -299,12 +300,19 @@ def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, d
     folders) before the first run trains."""
     out = Path(out)
     entries = plan(base, rules, out)
-    states = [run_state(entry) for entry in entries]
     cfg = entries[0].config
     dataset = load_task(cfg.task, data_dir=cfg.data_dir, data_seed=cfg.data_seed, download=download)
-    rows = [summarize(entry, run_entry(entry, state, dataset, progress=progress, log=log, threads=threads))
-            for entry, state in zip(entries, states)]
-    write_outputs(rows, out)
+    for entry in entries:
+        check_run_fits(entry.config, dataset)
+    with contextlib.ExitStack() as locks:
+        # one writer of every run folder and of the table's folder; the table's is released
+        # first, so an internal error's traceback is saved there
+        for folder in (*(entry.run_dir for entry in entries), out):
+            locks.enter_context(RunFolderLock(folder))
+        states = [run_state(entry) for entry in entries]
+        rows = [summarize(entry, run_entry(entry, state, dataset, progress=progress, log=log, threads=threads))
+                for entry, state in zip(entries, states)]
+        write_outputs(rows, out)
     return rows
 
 
