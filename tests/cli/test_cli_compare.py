@@ -9,6 +9,8 @@ import pytest
 from biohsic.cli import main
 from biohsic.train import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
+
 FAST = ["--task", "xor", "--epochs", "1", "--hidden", "4,3", "--window", "4", "--seeds", "2", "--no-progress"]
 
 

@@ -13,6 +13,8 @@ from biohsic.cli.reservoir import add_reservoir_commands
 from biohsic.errors import BiohsicError
 from biohsic.reservoir import Reservoir
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
+
 FAST = ["--input-dim", "4", "--classes", "3", "--steps-per-sample", "2", "--streams", "4", "--washout", "2"]
 
 

@@ -12,6 +12,8 @@ import biohsic.train
 from biohsic.cli import main
 from biohsic.reservoir import Reservoir
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
+
 NET = ["--task", "xor", "--hidden", "6,4", "--window", "4"]
 SMALL = ["--units", "30", "--steps-per-sample", "2", "--samples", "64", "--streams", "4", "--washout", "2"]
 RUN = [*NET, "--epochs", "1", "--modulator", "reservoir", "--no-progress"]

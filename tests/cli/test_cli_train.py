@@ -8,6 +8,8 @@ import pytest
 
 from biohsic.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
+
 FAST = ["--task", "xor", "--epochs", "1", "--hidden", "6,4", "--no-progress"]
 
 

@@ -89,6 +89,7 @@ def test_leaky_rule_presents_each_sample_for_t_steps_and_refreshes_the_newest_sl
     assert rule.memory.count == 2
 
 
+@pytest.mark.slow
 def test_leaky_training_runs_and_is_reproducible():
     cfg = TrainConfig(task="xor", hidden=(6, 4), epochs=1, neuron="leaky", steps_per_sample=4)
     data = load_task("xor")

@@ -15,6 +15,8 @@ from biohsic.errors import CheckpointError, ConfigError, DivergenceError
 from biohsic.rules import RULES
 from biohsic.train import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
+
 BASE = TrainConfig(task="xor", epochs=1, hidden=(4, 3), window=4, seeds=2)
 RULE_SET = "biohsic,biohsic:paper,bp,readout"
 

@@ -36,14 +36,15 @@ def test_every_rule_writes_grads_in_the_parameters_layout(rule):
     for t in range(len(x)):
         instance.predict_and_write_grads(x[t], y[t])
     for p in instance.trainable_parameters():
-        if p.grad is not None:
-            assert p.grad.stride() == p.stride()
+        assert p.grad is not None, f"{rule} wrote no gradient for a trainable parameter in {len(x)} steps"
+        assert p.grad.stride() == p.stride()
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_fused_adamw_steps_equal_the_reference_adamw(rule):
     cfg = config(rule)
     results = []
+    initial = [p.detach().clone() for p in Network(SIZES, seeds=(0, 1)).parameters()]
     for fused in (True, False):
         net = Network(SIZES, seeds=(0, 1))
         instance = build_rule(net, cfg)
@@ -55,8 +56,10 @@ def test_fused_adamw_steps_equal_the_reference_adamw(rule):
             instance.predict_and_write_grads(x[t], y[t])
             optimizer.step()
         results.append([p.detach().clone() for p in net.parameters()])
-    for fused, reference in zip(*results):
+    trained = {id(p) for p in build_rule(net, cfg).trainable_parameters()}
+    for start, param, fused, reference in zip(initial, net.parameters(), *results):
         assert torch.allclose(fused, reference, rtol=1e-5, atol=1e-6)
+        assert torch.equal(fused, start) != (id(param) in trained), "trained parameters move, frozen ones do not"
 
 
 def test_make_optimizer_is_adamw_with_the_runs_settings():

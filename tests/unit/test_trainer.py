@@ -18,6 +18,7 @@ def small_xor(n_train=120):
     return dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_numbers():
     data = small_xor()
     a = Trainer(TrainConfig(**FAST), dataset=data).run()
@@ -27,6 +28,7 @@ def test_same_seed_gives_the_same_numbers():
     assert c["per_model"] != a["per_model"]
 
 
+@pytest.mark.slow
 def test_models_side_by_side_match_single_runs():
     data = small_xor()
     both = Trainer(TrainConfig(**FAST, seeds=2, dtype="float64"), dataset=data).run()
@@ -36,6 +38,7 @@ def test_models_side_by_side_match_single_runs():
             assert alone["per_model"][key][0] == pytest.approx(both["per_model"][key][k], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_run_folder_and_resume_equal_an_uninterrupted_run(tmp_path):
     data = small_xor()
     full = Trainer(TrainConfig(**{**FAST, "epochs": 3}), run_dir=tmp_path / "full", dataset=data).run()
@@ -55,6 +58,7 @@ def test_run_folder_and_resume_equal_an_uninterrupted_run(tmp_path):
     assert not list(folder.glob(".*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(tmp_path):
     data = small_xor()
     Trainer(TrainConfig(**FAST), run_dir=tmp_path, dataset=data).run()
@@ -63,6 +67,7 @@ def test_resume_refuses_other_settings(tmp_path):
         other.resume()
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_earlier_metrics(tmp_path):
     data = small_xor()
     trainer = Trainer(TrainConfig(**{**FAST, "epochs": 3}), run_dir=tmp_path, dataset=data)
@@ -95,21 +100,38 @@ def test_evaluation_windows_are_fixed_and_distinct_samples():
     assert all(len(set(row.tolist())) == 8 for row in w)
 
 
+@pytest.mark.slow
 def test_xor_is_learned():
     summary = Trainer(TrainConfig(task="xor", epochs=4)).run()
     assert summary["test_accuracy"] >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_runs_on_cuda():
-    summary = Trainer(TrainConfig(**FAST, device="cuda"), dataset=small_xor()).run()
-    assert summary["test_accuracy"] is not None
+def test_a_cuda_run_equals_the_cpu_run():
+    runs = [Trainer(TrainConfig(**FAST, device=device, dtype="float64"), dataset=small_xor()).run()
+            for device in ("cpu", "cuda")]
+    for key in ("test_loss", "train_loss", "online_loss"):
+        assert runs[1]["per_model"][key] == pytest.approx(runs[0]["per_model"][key], rel=1e-6)
+    assert runs[1]["device"].startswith("cuda")
 
 
-def test_dataset_type_is_the_public_one():
-    assert isinstance(small_xor(), Dataset)
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["biohsic", "bp"])
+def test_the_summary_scores_the_final_network_on_the_whole_test_and_training_sets(rule):
+    data = small_xor()
+    trainer = Trainer(TrainConfig(**FAST, rule=rule, seeds=2), dataset=data)
+    summary = trainer.run()
+    for split, x, y in (("test", data.x_test, data.y_test), ("train", data.x_train, data.y_train)):
+        logits = trainer.network(x)
+        accuracy = (logits.argmax(-1) == y).double().mean(-1)
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(2, -1), reduction="none").mean(-1)
+        assert summary["per_model"][f"{split}_accuracy"] == pytest.approx(accuracy.tolist(), abs=1e-6)
+        assert summary["per_model"][f"{split}_loss"] == pytest.approx(loss.tolist(), rel=1e-5)
+    assert isinstance(data, Dataset) and summary["epochs_completed"] == FAST["epochs"]
 
 
+@pytest.mark.slow
 def test_streaming_rules_train_on_one_thread_and_restore_the_setting(monkeypatch):
     seen = []
     trainer = Trainer(TrainConfig(**FAST), dataset=small_xor())
@@ -122,6 +144,7 @@ def test_streaming_rules_train_on_one_thread_and_restore_the_setting(monkeypatch
     assert Trainer(TrainConfig(**FAST), dataset=small_xor(), threads=2).threads == 2
 
 
+@pytest.mark.slow
 def test_a_setting_missing_from_an_older_run_counts_as_its_default(tmp_path):
     from biohsic.train import differing_settings
 

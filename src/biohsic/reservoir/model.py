@@ -62,24 +62,29 @@ class ReservoirConfig:
     uniform in ±``rate_noise`` / ±``output_noise`` as in the authors' code.
     """
 
+    # sizes: the network input, the classes, the layer's width; M reservoir units
     d_x: int
     d_y: int
     d_z: int
     units: int = 2000
+    # the target the readout learns: g_N of a window of N samples with γ and (σx, σy, σz)
     window: int = 8
     gamma: float = 2.0
     sigmas: tuple[float, float, float] = (0.5, 0.1, 1.0)
+    # recurrent dynamics: p, λ, τ, dt (ms), T steps per sample
     connectivity: float = 0.1
     gain: float = 1.2
     tau: float = 5.0
     dt: float = 1.0
     steps_per_sample: int = 20
+    # input, feedback and noise
     input_scale: float = 1.0
     feedback_scale: float = 1.0
     rate_noise: float = 0.0
     output_noise: float = 0.0
     input_projection: int | None = None
     nonlinearity: str = "tanh"
+    # the readout's size (default d_z) and the seed of every random matrix
     n_outputs: int | None = None
     seed: int = 0
 
