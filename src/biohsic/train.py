@@ -146,22 +146,39 @@ def check_run_fits(config: TrainConfig, data: Dataset) -> None:
 @dataclass
 class EpochTally:
     """The online scores of the epoch in progress: each step's summed loss per model
-    (``losses`` ``(K, steps)``, float64) and each model's correct predictions (``correct``)."""
+    (``losses`` ``(K, steps)``, float64), each model's correct predictions (``correct``), and
+    the logits of the steps since the last scored block (``pending`` ``(K, P·B, classes)``).
+
+    Logits are scored in blocks of :data:`CHUNK_STEPS` steps counted from the epoch's start,
+    whatever the chunks the engine trained them in: the same block of logits gives the same
+    losses to the last bit, so where the checkpoints fall changes no number.
+    """
 
     losses: Tensor
     correct: Tensor
+    pending: Tensor
 
     @classmethod
-    def zeros(cls, n_models: int, steps: int, device: torch.device) -> "EpochTally":
+    def zeros(cls, n_models: int, steps: int, classes: int, dtype: torch.dtype, device: torch.device) -> "EpochTally":
         return cls(torch.zeros(n_models, steps, dtype=torch.float64, device=device),
-                   torch.zeros(n_models, dtype=torch.long, device=device))
+                   torch.zeros(n_models, dtype=torch.long, device=device),
+                   torch.zeros(n_models, 0, classes, dtype=dtype, device=device))
+
+    def score(self, first: int, labels: Tensor, batch: int) -> None:
+        """Score the pending logits — those of the steps from ``first`` on, ``batch`` samples
+        each — against their labels ``(K, P·batch)``."""
+        k, samples, _ = self.pending.shape
+        losses = F.cross_entropy(self.pending.transpose(1, 2), labels, reduction="none")
+        self.losses[:, first:first + samples // batch] = losses.view(k, -1, batch).sum(-1)
+        self.correct += (self.pending.argmax(-1) == labels).sum(-1)
+        self.pending = self.pending[:, :0]
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"losses": self.losses, "correct": self.correct}
+        return {"losses": self.losses, "correct": self.correct, "pending": self.pending}
 
     @classmethod
     def from_state(cls, state: dict[str, Tensor], device: torch.device) -> "EpochTally":
-        return cls(state["losses"].to(device), state["correct"].to(device))
+        return cls(state["losses"].to(device), state["correct"].to(device), state["pending"].to(device))
 
 
 class Trainer:
@@ -234,9 +251,10 @@ class Trainer:
 
     # --- one epoch -------------------------------------------------------------------
     def _chunk_end(self, first: int) -> int:
-        """Where the chunk starting at step ``first`` ends: after CHUNK_STEPS steps, at the
-        epoch's end, or at the next multiple of ``checkpoint_every``."""
-        last = min(first + CHUNK_STEPS, self.steps_per_epoch)
+        """Where the chunk starting at step ``first`` ends: at the end of its block of
+        CHUNK_STEPS steps (see :class:`EpochTally`), at the epoch's end, or at the next
+        multiple of ``checkpoint_every``."""
+        last = min((first // CHUNK_STEPS + 1) * CHUNK_STEPS, self.steps_per_epoch)
         if self.checkpoint_every:
             last = min(last, (first // self.checkpoint_every + 1) * self.checkpoint_every)
         return last
@@ -256,7 +274,7 @@ class Trainer:
         batch, steps = self.rule.batch_size, self.steps_per_epoch
         order = torch.stack([sample_order(s, epoch, n, self.device) for s in self.seeds])[:, :steps * batch]
         if self.tally is None:
-            self.tally = EpochTally.zeros(k, steps, self.device)
+            self.tally = EpochTally.zeros(k, steps, self.data.n_classes, self.dtype, self.device)
         tally = self.tally
         bar = _progress(steps * batch, f"epoch {epoch + 1}/{self.config.epochs}", self.progress)
         if bar is not None:
@@ -265,11 +283,11 @@ class Trainer:
             first, last = self.step, self._chunk_end(self.step)
             start = time.perf_counter()
             idx = order[:, first * batch:last * batch]
-            labels = self.y_train[idx]
             logits = self.engine.train_chunk(self.x_train[idx], self.onehot_train[idx])
-            losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-            tally.losses[:, first:last] = losses.view(k, -1, batch).sum(-1)
-            tally.correct += (logits.argmax(-1) == labels).sum(-1)
+            tally.pending = torch.cat([tally.pending, logits], 1)
+            if last % CHUNK_STEPS == 0 or last == steps:
+                scored = last - tally.pending.shape[1] // batch
+                tally.score(scored, self.y_train[order[:, scored * batch:last * batch]], batch)
             problem = self.engine.first_nonfinite()
             self.train_seconds += time.perf_counter() - start
             if problem is not None:
