@@ -281,6 +281,13 @@ def clear_run(folder: Path) -> None:
         (Path(folder) / name).unlink(missing_ok=True)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (host or device memory): something a
+    user fixes with smaller settings, not a bug."""
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
 def traceback_text(error: BaseException) -> str:
     """``error``'s full traceback, as Python prints it."""
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -385,7 +392,8 @@ class RunFolderLock(_WriterLock):
     until the block ends (see the module docstring). On entry the folder is created if
     needed and temporary files a killed writer left are removed; on exit the lock file is
     removed, and the folder too if this lock created it and it is still empty. When an
-    unexpected exception (not a :class:`~biohsic.errors.BiohsicError`) leaves the block, its
+    unexpected exception (not a :class:`~biohsic.errors.BiohsicError`, nor an allocation that
+    failed) leaves the block, its
     traceback is saved as ``folder/traceback.txt`` and the path set as the exception's
     ``traceback_path`` attribute (the CLI prints it)."""
 
@@ -400,7 +408,8 @@ class RunFolderLock(_WriterLock):
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        unexpected = isinstance(error, Exception) and not isinstance(error, BiohsicError)
+        expected = isinstance(error, BiohsicError) or is_out_of_memory(error)
+        unexpected = isinstance(error, Exception) and not expected
         if unexpected and getattr(error, "traceback_path", None) is None:
             try:
                 error.traceback_path = save_traceback(self.target, error)

@@ -20,11 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from .. import __version__
 from ..errors import BiohsicError, CheckpointWarning
-from ..runs import traceback_text
+from ..runs import is_out_of_memory, traceback_text
 from .compare import add_compare_command
 from .options import OneLineParser
 from .reservoir import add_reservoir_commands
@@ -44,12 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(text: object) -> str:
     """``text`` on one line (inner line breaks become spaces)."""
     return " ".join(str(text).split())
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation that failed (host or device memory)."""
-    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
 
 
 def save_internal_error(error: BaseException) -> Path:

@@ -29,7 +29,8 @@ def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
                              "to start a new run there")
     if not resume and status is not None:
         if not overwrite:
-            raise RunFolderError(f"{run_dir} already holds a {status} run; pass --resume to continue it, "
+            raise RunFolderError(f"{run_dir} already holds {'an' if status[0] in 'aeiou' else 'a'} {status} run; "
+                                 "pass --resume to continue it, "
                                  "--overwrite to replace it, or choose another --out")
         clear_run(run_dir)
 
