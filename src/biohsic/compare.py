@@ -9,7 +9,8 @@ setting (task, network, lr, epochs, seeds, …); only the rule (and the modulato
 Before anything trains, the whole grid is checked: every label, every configuration, the
 dataset, and every run folder already in ``<out>``. A folder whose run finished with the
 same configuration is reused, not recomputed; one that stopped early resumes from its
-checkpoint; one that holds other settings is an error.
+checkpoint; one that holds other settings is an error. While it runs, ``compare`` is the
+only writer of ``<out>`` and of every run folder in it (:class:`~biohsic.runs.RunFolderLock`).
 
 Outputs in ``<out>``: ``compare.md`` (Markdown table), ``compare.csv`` (one line per row,
 plain numbers) and ``compare.png`` (test accuracy and loss per epoch, mean ± sd bands).

@@ -12,8 +12,7 @@ this order, so the first cause wins over its consequences):
 ``input``      the samples of the step (a damaged dataset);
 ``logits``     the network's output (the forward pass);
 ``signal``     a hidden layer's modulatory or feedback signal (a rule's learning signal);
-``gradient``   the update a rule wrote into a parameter's ``.grad``;
-``parameter``  a parameter after the optimiser's step.
+``parameter``  a parameter after the optimiser's step (a non-finite gradient makes it so).
 
 Parameters are recorded once, at the end of the chunk (reading every weight at every step
 would cost as much as the optimiser). A parameter that went non-finite in step s makes the
@@ -29,7 +28,8 @@ import torch
 from torch import Tensor
 
 #: The recorded quantities, in the order a step computes them.
-QUANTITIES = ("input", "logits", "signal", "gradient", "parameter")
+QUANTITIES = ("input", "logits", "signal", "parameter")
+_RANK = {quantity: rank for rank, quantity in enumerate(QUANTITIES)}
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _per_model(value: Tensor) -> Tensor:
     """A ``(K,)`` sum per model of ``value`` ``(K, ...)``: NaN and ±inf propagate into it, so
     it is finite when every element is — unless the elements are so large that their sum
     overflows (beyond 1e38 in float32), which a run only reaches once it has diverged too."""
-    return value.sum(dim=tuple(range(1, value.dim()))) if value.dim() > 1 else value
+    return value.sum(dim=tuple(range(1, value.dim()))) if value.dim() > 1 else value.clone()
 
 
 class NonFiniteWatch:
@@ -80,7 +80,7 @@ class NonFiniteWatch:
         (of the latest update; of a first update ``(0, 0)`` when none was started)."""
         if not self._updates:
             self._updates.append((0, 0))
-        self._labels.append((len(self._updates) - 1, QUANTITIES.index(quantity), where))
+        self._labels.append((len(self._updates) - 1, _RANK[quantity], where))
         self._values.append(_per_model(value.detach()))
 
     def first(self) -> NonFinite | None:

@@ -12,8 +12,9 @@ What this module guarantees (``docs/reliability.md`` names the test of each):
   an exclusive advisory lock (``flock``) on ``folder/.lock`` for as long as the block runs.
   A second writer gets a one-line :class:`~biohsic.errors.RunFolderError` naming the folder
   and the process that holds it. The operating system releases the lock when its process
-  dies, so the lock file a killed run leaves behind never blocks the next writer.
-  :class:`OutputFileLock` does the same for a single output file. (POSIX only.)
+  dies, so the lock file a killed run leaves behind never blocks the next writer. Within
+  one process the lock is re-entrant (a command holds it, the trainer it runs takes it
+  again). :class:`OutputFileLock` does the same for a single output file. (POSIX only.)
 - **Checked checkpoints.** :func:`save_checkpoint` stores a SHA-256 digest of the content in
   the checkpoint and keeps the one it replaces as ``checkpoint-previous.pt``;
   :func:`load_checkpoint` verifies the digest and falls back to the previous checkpoint,
@@ -308,6 +309,10 @@ def _command_line() -> str:
     return " ".join([program, *map(shlex.quote, sys.argv[1:])])
 
 
+#: The lock files this process holds, with how many ``with`` blocks hold each.
+_held: dict[Path, int] = {}
+
+
 class _WriterLock(abc.ABC):
     """An exclusive ``flock`` on :attr:`lock_path`, held by a ``with`` block (see the module
     docstring); subclasses name the lock file and what it protects. ``option``: how error
@@ -318,6 +323,8 @@ class _WriterLock(abc.ABC):
         self.option = option
         self._fd: int | None = None
         self._created: Path | None = None
+        self._key: Path | None = None   # the lock file, resolved when the lock is taken
+        self._nested = False
 
     @property
     @abc.abstractmethod
@@ -341,7 +348,11 @@ class _WriterLock(abc.ABC):
         self._created = missing[-1] if missing else None
 
     def __enter__(self) -> "_WriterLock":
-        path = self.lock_path
+        path = self._key = self.lock_path.resolve()
+        if path in _held:  # this process holds it already (a trainer inside a command): nothing to do
+            _held[path] += 1
+            self._nested = True
+            return self
         self._make_folder(path.parent)
         while True:
             try:
@@ -366,13 +377,14 @@ class _WriterLock(abc.ABC):
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n{_command_line()}\n".encode())
         self._fd = fd
+        _held[path] = 1
         return self
 
     def _remove_created(self) -> None:
         """Remove the folders :meth:`_make_folder` created, if they are empty."""
         if self._created is None:
             return
-        for folder in (self.lock_path.parent, *self.lock_path.parent.parents):
+        for folder in (self._key.parent, *self._key.parent.parents):
             try:
                 folder.rmdir()
             except OSError:
@@ -381,7 +393,12 @@ class _WriterLock(abc.ABC):
                 return
 
     def __exit__(self, kind, error, trace) -> None:
-        self.lock_path.unlink(missing_ok=True)
+        _held[self._key] -= 1
+        if self._nested:
+            self._nested = False
+            return
+        del _held[self._key]
+        self._key.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
         self._remove_created()
@@ -393,9 +410,8 @@ class RunFolderLock(_WriterLock):
     needed and temporary files a killed writer left are removed; on exit the lock file is
     removed, and the folder too if this lock created it and it is still empty. When an
     unexpected exception (not a :class:`~biohsic.errors.BiohsicError`, nor an allocation that
-    failed) leaves the block, its
-    traceback is saved as ``folder/traceback.txt`` and the path set as the exception's
-    ``traceback_path`` attribute (the CLI prints it)."""
+    failed) leaves the block, its traceback is saved as ``folder/traceback.txt`` and the path
+    set as the exception's ``traceback_path`` attribute (the CLI prints it)."""
 
     @property
     def lock_path(self) -> Path:

@@ -21,15 +21,15 @@ from torch import Tensor
 from .config import DTYPES, TrainConfig, require_memory
 from .data import Dataset, load_task
 from .engine import EagerEngine, Engine
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, require
+from .errors import CheckpointError, DataError, DivergenceError, require
 from .functional.hsic import hsic
 from .functional.kernels import gaussian_kernel
 from .network import Network
 from .nonfinite import NonFinite
 from .plots import plot_curves
 from .rules import RULES, Rule, build_rule, check_config
-from .runs import (CONFIG, CURVES, METRICS, SUMMARY, fault_point, load_checkpoint, read_json, save_checkpoint,
-                   write_json, write_jsonl)
+from .runs import (CONFIG, CURVES, METRICS, SUMMARY, RunFolderLock, fault_point, load_checkpoint, read_json,
+                   save_checkpoint, write_json, write_jsonl)
 from .seeding import seeded_generator
 
 #: How many evaluation windows the per-layer HSIC is averaged over.
@@ -416,7 +416,12 @@ class Trainer:
     def run(self, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs (from the checkpoint's position when resumed).
         ``summary.json`` says ``running`` meanwhile, then ``completed``, ``diverged`` (with
-        where and why) or ``interrupted``."""
+        where and why) or ``interrupted``. The run folder is locked meanwhile
+        (:class:`~biohsic.runs.RunFolderLock`): a second writer is refused."""
+        with RunFolderLock(self.run_dir) if self.run_dir else contextlib.nullcontext():
+            return self._run(on_epoch)
+
+    def _run(self, on_epoch: Callable[[dict], None] | None) -> dict[str, Any]:
         if self.run_dir:
             write_json(self.run_dir / CONFIG, self.config.to_dict())
             self._write_outputs("running")

@@ -10,10 +10,12 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import struct
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -113,10 +115,6 @@ def idx_files(root: Path, n_images: int, n_bytes: int | None = None) -> str:
 
 
 def empty_cifar(root: Path) -> str:
-    import pickle
-
-    import numpy as np
-
     folder = root / "cifar"
     folder.mkdir()
     for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):

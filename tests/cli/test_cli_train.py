@@ -123,3 +123,15 @@ def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path, capsys):
     assert main(["train", *FAST[:3], "2", *FAST[4:], "--out", out, "--resume"]) == 0
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
+
+
+def test_a_kernel_too_narrow_diverges_with_advice_about_the_kernel_not_the_learning_rate(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = one_line_error(capsys, "train", *FAST, "--window", "5", "--sigmas", "0.3,0.25,1e-30",
+                               "--out", str(out))
+    assert code == 2 and err[-1].startswith(
+        "biohsic: error: training diverged in epoch 1 at step 5 of 900: the learning signal of hidden layer 1 "
+        "became non-finite first (seed 0); the kernels underflow or the signal overflows: widen --sigmas "
+        "(now 0.3,0.25,1e-30) or lower --gamma (now 10); no epoch had finished")
+    assert "--lr" not in err[-1]
+    assert json.loads((out / "summary.json").read_text())["divergence"]["quantity"] == "signal"

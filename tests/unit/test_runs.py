@@ -2,16 +2,23 @@
 file-system refusals that must be one-line errors (biohsic.runs)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from biohsic.config import TrainConfig
+from biohsic.data import load_task
 from biohsic.errors import CheckpointError, CheckpointWarning, RunFolderError
 from biohsic.runs import (CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT, OutputFileLock, RunFolderLock, atomic_write_text,
                           clear_run, load_checkpoint, run_status, save_checkpoint, state_digest, write_json)
+from biohsic.train import Trainer
 
 
 def a_state(epoch=1, step=0, seed=0):
@@ -34,14 +41,40 @@ def same(a, b):
 
 
 # --- the writer's lock ------------------------------------------------------------------
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, f"{os.getpid()}\\nbiohsic train --out somewhere\\n".encode())
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_by_another_process(lock_file):
+    """Another process holds ``lock_file`` as a biohsic writer does, until the block ends."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_file)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
 def test_a_second_writer_is_refused_with_the_folder_and_the_holder(tmp_path):
     folder = tmp_path / "run"
-    with RunFolderLock(folder):
+    with held_by_another_process(folder / LOCK) as pid:
         with pytest.raises(RunFolderError) as refused:
             with RunFolderLock(folder):
                 pass
-    message = str(refused.value)
-    assert str(folder) in message and f"process {os.getpid()}" in message and "\n" not in message
+    assert str(refused.value) == (f"{folder} is being written by process {pid} (biohsic train --out somewhere); "
+                                  "wait for it to finish or choose another --out")
+    with RunFolderLock(folder):   # released with its process
+        pass
 
 
 def test_the_lock_is_released_and_its_file_and_new_empty_folders_removed(tmp_path):
@@ -92,13 +125,15 @@ def test_a_folder_lock_on_a_regular_file_and_a_file_lock_on_a_folder_are_refused
 
 def test_an_output_file_has_one_writer_too(tmp_path):
     target = tmp_path / "reservoir.pt"
-    with OutputFileLock(target):
-        with pytest.raises(RunFolderError, match="reservoir.pt is being written by process"):
+    with held_by_another_process(tmp_path / ".reservoir.pt.lock") as pid:
+        with pytest.raises(RunFolderError, match=f"reservoir.pt is being written by process {pid}"):
             with OutputFileLock(target):
                 pass
         with OutputFileLock(tmp_path / "other.pt"):   # another file of the same folder is free
             pass
-    assert list(tmp_path.iterdir()) == []
+    with OutputFileLock(target):
+        pass
+    assert list(tmp_path.iterdir()) == []   # the next writer removed the lock file its holder left
 
 
 def test_an_unexpected_error_leaves_its_traceback_in_the_folder(tmp_path):
@@ -263,3 +298,29 @@ def test_clear_run_deletes_the_run_files_only(tmp_path):
     clear_run(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert run_status(tmp_path) is None
+
+
+def test_the_lock_is_re_entrant_within_a_process_and_released_by_the_outermost(tmp_path):
+    folder = tmp_path / "run"
+    with RunFolderLock(folder):
+        with RunFolderLock(folder):      # a trainer inside a command that holds the folder
+            pass
+        fd = os.open(folder / LOCK, os.O_RDWR)   # still held: another open file cannot lock it
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not folder.exists()
+
+
+def test_a_trainer_locks_its_run_folder(tmp_path):
+    data = load_task("xor")
+    trainer = Trainer(TrainConfig(task="xor", epochs=1, hidden=(3,), window=3), run_dir=tmp_path / "run",
+                      dataset=data.__class__(**{**data.__dict__, "x_train": data.x_train[:20],
+                                               "y_train": data.y_train[:20]}))
+    held = []
+    original = trainer.train_epoch
+    trainer.train_epoch = lambda epoch: (held.append((tmp_path / "run" / LOCK).exists()), original(epoch))[1]
+    trainer.run()
+    assert held == [True] and not (tmp_path / "run" / LOCK).exists()

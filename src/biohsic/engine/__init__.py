@@ -24,7 +24,7 @@ class Engine(Protocol):
 
     def first_nonfinite(self) -> NonFinite | None:
         """The first non-finite quantity met since the last call — which step of the chunk,
-        which quantity (input, logits, a hidden layer's signal, a gradient, a parameter; see
+        which quantity (input, logits, a hidden layer's signal, a parameter or its update; see
         :mod:`biohsic.nonfinite`), which layer or parameter, which models — or ``None`` when
         everything stayed finite. Called once per chunk: an engine keeps a running record on
         the device while it trains and reduces it here, with no host sync per step."""

@@ -22,7 +22,7 @@ class EagerEngine:
         self.rule = rule
         self.optimizer = optimizer
         trained = {id(p) for p in rule.trainable_parameters()}
-        self.parameters = [(name, p) for name, p in rule.network.named_parameters() if id(p) in trained]
+        self.trained = [(name, p) for name, p in rule.network.named_parameters() if id(p) in trained]
 
     def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the consecutive samples ``x`` ``(K, S·B, d_in)`` with one-hot labels ``y``
@@ -46,7 +46,7 @@ class EagerEngine:
         """The first non-finite input, logits or signal of the steps since the last call, or
         parameter at the end of them (see :mod:`biohsic.nonfinite`); ``None`` when everything
         stayed finite."""
-        for name, param in self.parameters:
+        for name, param in self.trained:
             self.rule.watch.record("parameter", name, param)
         return self.rule.watch.first()
 
