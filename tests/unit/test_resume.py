@@ -97,14 +97,13 @@ def save_reservoirs(folder, noise):
     return str(folder)
 
 
+#: Rate and leaky units with K = 1 and 3 are killed and resumed end to end in
+#: tests/cli/test_faults.py; here every other kind of state a rule carries.
 CASES = {
-    "rate": dict(),
-    "rate, K=3": dict(seeds=3),
-    "leaky, K=3": dict(neuron="leaky", steps_per_sample=3, seeds=3),
-    "paper signal, recompute": dict(modulator="paper", memory="recompute"),
+    "paper signal, recompute, K=2": dict(modulator="paper", memory="recompute", seeds=2),
     "bp": dict(rule="bp", batch_size=8),
     "phsic-stream": dict(rule="phsic-stream"),
-    "dfa, K=2": dict(rule="dfa", batch_size=4, seeds=2),
+    "dfa": dict(rule="dfa", batch_size=4),
     "hsic": dict(rule="hsic", batch_size=10),
 }
 
@@ -120,7 +119,7 @@ def test_resuming_inside_an_epoch_is_exact(tmp_path, small_xor, monkeypatch, cas
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learning, noise", [("delta", 0.05), ("frozen", 0.0)])
+@pytest.mark.parametrize("learning, noise", [("delta", 0.05)])
 def test_resuming_the_reservoir_closed_loop_inside_an_epoch_is_exact(tmp_path, small_xor, monkeypatch, learning,
                                                                      noise):
     config = TrainConfig(**FAST, modulator="reservoir", reservoir=save_reservoirs(tmp_path, noise),
@@ -132,7 +131,7 @@ def test_resuming_the_reservoir_closed_loop_inside_an_epoch_is_exact(tmp_path, s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point, count", [("started", 1), ("chunk", 1), ("epoch-end", 1), ("chunk", 3)])
+@pytest.mark.parametrize("point, count", [("started", 1), ("epoch-end", 1)])
 def test_a_run_stopped_at_any_moment_resumes_exactly(tmp_path, small_xor, monkeypatch, point, count):
     config = TrainConfig(**FAST)
     Trainer(config, run_dir=tmp_path / "whole", dataset=small_xor, checkpoint_every=50).run()
@@ -142,10 +141,10 @@ def test_a_run_stopped_at_any_moment_resumes_exactly(tmp_path, small_xor, monkey
 
 @pytest.mark.slow
 def test_the_checkpoints_positions_change_no_number(tmp_path, small_xor):
-    config = TrainConfig(**FAST, seeds=2)
-    for every in (None, 1, 13, 200):
+    config = TrainConfig(**{**FAST, "epochs": 1, "seeds": 2})
+    for every in (None, 1, 13):
         Trainer(config, run_dir=tmp_path / str(every), dataset=small_xor, checkpoint_every=every).run()
-    for every in (1, 13, 200):
+    for every in (1, 13):
         assert_same_run(tmp_path / "None", tmp_path / str(every))
 
 
