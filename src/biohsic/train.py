@@ -492,9 +492,10 @@ def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
 
 
 def settings_mismatch(config: TrainConfig, run_dir: Path) -> str:
-    """The settings in which the run saved in ``run_dir`` differs from ``config``, each with
-    both values, e.g. ``"gamma: 10 saved, 1 given"`` (empty when none differ)."""
-    return "; ".join(f"{key}: {saved!r} saved, {wanted!r} given"
+    """The settings in which the run saved in ``run_dir`` differs from ``config``, each named
+    as its option with both values, e.g. ``"--gamma: 10.0 saved, 1.0 given"`` (empty when
+    none differ)."""
+    return "; ".join(f"--{key.replace('_', '-')}: {saved!r} saved, {wanted!r} given"
                      for key, (saved, wanted) in sorted(_differences(config, run_dir).items()))
 
 

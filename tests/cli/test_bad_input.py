@@ -215,7 +215,7 @@ CASES = [
     ("out holds a killed run", ["train", *XOR, "--out", "{run}"], lambda root: run_folder(root, None),
      "already holds an interrupted run"),
     ("resume with other options", ["train", *XOR, "--resume", "--out", "{run}", "--gamma", "1"],
-     lambda root: run_folder(root, "completed"), "other settings (gamma: 10.0 saved, 1.0 given)"),
+     lambda root: run_folder(root, "completed"), "other settings (--gamma: 10.0 saved, 1.0 given)"),
     ("resume from damaged checkpoints", ["train", *XOR, "--resume", "--out", "{run}"], damaged_checkpoints,
      "no intact checkpoint"),
     ("resume from a malicious checkpoint", ["train", *XOR, "--resume", "--out", "{run}"], malicious_checkpoint,

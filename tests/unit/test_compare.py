@@ -151,7 +151,7 @@ def test_an_unfinished_run_resumes_from_its_checkpoint(tmp_path, small_xor):
 
 def test_a_folder_with_other_settings_stops_the_comparison_before_any_training(tmp_path, small_xor):
     cmp.compare(BASE, "bp", tmp_path, log=quiet)
-    with pytest.raises(CheckpointError, match="other settings \\(seeds: 2 saved, 3 given\\)"):
+    with pytest.raises(CheckpointError, match="other settings \\(--seeds: 2 saved, 3 given\\)"):
         cmp.compare(dataclasses.replace(BASE, seeds=3), "readout,bp", tmp_path, log=quiet)
     assert not (tmp_path / "readout").exists()
     cmp.compare(dataclasses.replace(BASE, epochs=2), "bp", tmp_path / "longer", log=quiet)

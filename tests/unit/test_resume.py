@@ -182,7 +182,7 @@ def test_without_checkpoint_every_a_checkpoint_follows_the_clock(tmp_path, small
 def test_resume_lists_each_differing_setting_with_both_values(tmp_path, small_xor):
     Trainer(TrainConfig(**{**FAST, "epochs": 1}), run_dir=tmp_path, dataset=small_xor).run()
     other = Trainer(TrainConfig(**{**FAST, "gamma": 1.0, "lr": 0.01}), run_dir=tmp_path, dataset=small_xor)
-    with pytest.raises(CheckpointError, match=r"other settings \(gamma: 10.0 saved, 1.0 given; lr: 0.001 saved, "
+    with pytest.raises(CheckpointError, match=r"other settings \(--gamma: 10.0 saved, 1.0 given; --lr: 0.001 saved, "
                                               r"0.01 given\)"):
         other.resume()
 
