@@ -38,7 +38,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .plots import plot_compare
 from .rules import RULES
-from .runs import atomic_write_text
+from .runs import RunFolderLock, atomic_write_text
 from .sweep import (Executor, Grid, SerialExecutor, Trial, TrialResult, epochs_text, log_line, mean_sd, parse_rules,
                     plan_sweep, pm, point_text, prepare, rule_label, run_sweep, write_sweep_outputs)
 
@@ -67,10 +67,11 @@ def compare(base: TrainConfig, rules: str | Sequence[str], out: str | Path, *, e
     checked (labels, settings, data, existing run folders) before the first run trains."""
     out = Path(out)
     trials = plan(base, rules, out, sources)
-    states = prepare(trials, download)
-    rows = run_sweep(trials, executor or SerialExecutor(), states=states, download=download, progress=progress,
-                     threads=threads, log=log)
-    write_outputs(rows, out)
+    with RunFolderLock(out):  # one writer of the table's folder
+        states = prepare(trials, download)
+        rows = run_sweep(trials, executor or SerialExecutor(), states=states, download=download, progress=progress,
+                         threads=threads, log=log)
+        write_outputs(rows, out)
     return rows
 
 
@@ -161,20 +162,21 @@ def tune(base: TrainConfig, rules: str | Sequence[str], out: str | Path, grid: G
         searched = rule_grid(config, grid)
         per_rule.append((label, searched, plan_sweep(base, label, searched, out / "tune", sources)))
     trials = [trial for _, _, group in per_rule for trial in group]
-    states = prepare(trials, download)
-    results = run_sweep(trials, executor or SerialExecutor(), states=states, download=download, progress=progress,
-                        threads=threads, log=log)
-    tunings, start = [], 0
-    for label, searched, group in per_rule:
-        found = tuple(results[start:start + len(group)])
-        start += len(group)
-        best = best_on_validation([validation_score(r) for r in found])
-        tunings.append(Tuned(label, searched, found, None if best is None else found[best]))
-    write_sweep_outputs(results, out, stem="tuning")
-    chosen = [t.chosen for t in tunings if t.chosen is not None]
-    if chosen:
-        write_outputs(chosen, out, settings={t.label: t.setting for t in tunings if t.chosen is not None},
-                      grids={t.label: t.grid for t in tunings})
+    with RunFolderLock(out):  # one writer of the tables' folder
+        states = prepare(trials, download)
+        results = run_sweep(trials, executor or SerialExecutor(), states=states, download=download,
+                            progress=progress, threads=threads, log=log)
+        tunings, start = [], 0
+        for label, searched, group in per_rule:
+            found = tuple(results[start:start + len(group)])
+            start += len(group)
+            best = best_on_validation([validation_score(r) for r in found])
+            tunings.append(Tuned(label, searched, found, None if best is None else found[best]))
+        write_sweep_outputs(results, out, stem="tuning")
+        chosen = [t.chosen for t in tunings if t.chosen is not None]
+        if chosen:
+            write_outputs(chosen, out, settings={t.label: t.setting for t in tunings if t.chosen is not None},
+                          grids={t.label: t.grid for t in tunings})
     return tunings
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,59 @@ RESERVOIR_LEARNING = ("frozen", "delta", "force")
 #: The value a setting had, implicitly, in run folders saved before the setting existed
 #: (their ``config.json`` lacks it): before validation splits, all training data was trained on.
 VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"val_fraction": 0.0}
+
+#: Seeds (model and data seeds) lie in [0, SEED_LIMIT).
+SEED_LIMIT = 2**32
+
+
+def check_device(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a device this machine has (cpu, cuda, cuda:N)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown --device {name!r}; use cpu, or cuda / cuda:N on a machine with a CUDA GPU") from None
+    if device.type == "cuda":
+        require(torch.cuda.is_available(),
+                f"--device {name} was asked for but no CUDA device is available; use --device cpu")
+        count = torch.cuda.device_count()
+        require(device.index is None or device.index < count,
+                f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    else:
+        require(device.type == "cpu", f"--device {name}: biohsic runs on cpu or cuda, not {device.type}")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes of memory free for new allocations on ``device`` (``None`` when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def require_memory(needed: int, device: str, what: str, fix: str) -> None:
+    """Raise :class:`ConfigError` before allocating when ``needed`` bytes exceed the free
+    memory of ``device`` (an allocation that large would fail, or make the system kill a
+    process). ``what`` names the options behind the need, ``fix`` how to lower it."""
+    free = available_memory(torch.device(device))
+    require(free is None or needed <= free, f"{what} needs about {needed / 2**30:.1f} GiB of memory, more than "
+            f"the {(free or 0) / 2**30:.1f} GiB free on {device}; {fix}")
+
+
+def require_finite(option: str, value: float, *, positive: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` of ``option`` (e.g. ``"--gamma"``) is finite
+    and non-negative (``positive``: above zero)."""
+    inside = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    require(inside, f"{option} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
+
 
 #: Hyper-parameters of each task where the user gives none: the paper's (SPEC §7), except
 #: where rate units need more. The learning rate of the small tasks is 1e-3, not 1e-4: the
@@ -91,26 +145,36 @@ class TrainConfig:
     def validate(self) -> None:
         require(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
         require(len(self.sigmas) == 3, f"--sigmas takes three values σx,σy,σz, got {len(self.sigmas)}")
-        require(all(math.isfinite(s) and s > 0 for s in self.sigmas), f"--sigmas must all be positive, got {','.join(map(str, self.sigmas))}")
+        require(all(math.isfinite(s) and s > 0 for s in self.sigmas),
+                f"--sigmas must all be positive finite numbers, got {','.join(map(str, self.sigmas))}")
         require(all(h > 0 for h in self.hidden), f"--hidden sizes must be positive, got {self.hidden}")
         require(0 < self.lr <= 1, f"--lr must be in (0, 1], got {self.lr}")
         require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        require(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
-        require(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        require_finite("--weight-decay", self.weight_decay)
+        require(self.lr * self.weight_decay < 1, f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g}: AdamW "
+                f"scales the weights by 1 - lr·weight-decay each step, so their product must be below 1")
+        require_finite("--gamma", self.gamma)
         require(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
+        require(0 <= self.seed <= SEED_LIMIT - self.seeds,
+                f"--seed must be in [0, {SEED_LIMIT - self.seeds}] for --seeds {self.seeds}, got {self.seed}")
+        require(0 <= self.data_seed < SEED_LIMIT, f"--data-seed must be in [0, 2**32), got {self.data_seed}")
         require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         require(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
-        require(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
+        require_finite("dt", self.dt, positive=True)
+        require(math.isfinite(self.tau) and self.tau >= self.dt,
+                f"--tau must be a finite number of ms ≥ the time step dt = {self.dt:g} (the Euler step of leaky "
+                f"units is stable only then), got {self.tau}")
         for name, value, allowed in (("readout-update", self.readout_update, READOUT_UPDATES),
                                      ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
                                      ("dtype", self.dtype, DTYPES), ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS),
                                      ("reservoir-learning", self.reservoir_learning, RESERVOIR_LEARNING)):
             require(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")
-        require(self.phsic_sigma > 0, f"--phsic-sigma must be positive, got {self.phsic_sigma}")
+        require_finite("--phsic-sigma", self.phsic_sigma, positive=True)
         require(self.phsic_horizon >= 1, f"--phsic-horizon must be at least 1 sample, got {self.phsic_horizon}")
         require(self.reservoir_learning == "frozen" or self.modulator == "reservoir",
              f"--reservoir-learning {self.reservoir_learning} needs --modulator reservoir")
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

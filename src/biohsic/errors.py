@@ -21,6 +21,15 @@ class CheckpointError(BiohsicError):
     """A saved file (checkpoint, reservoir) is missing, corrupt or does not fit the run."""
 
 
+class RunFolderError(BiohsicError):
+    """An output folder or file cannot be written: another process is writing it, it holds a
+    run that would be overwritten, it holds no run to resume, or the file system refuses."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was passed over for the one before it (the CLI prints one line)."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:

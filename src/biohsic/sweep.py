@@ -49,14 +49,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import TrainConfig
-from .data import load_task
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .modulators import MODULATORS
 from .plots import plot_sweep
 from .presets import config_sources, setting_type
 from .rules import RULES, check_config
-from .runs import atomic_write_bytes, atomic_write_text, read_json, write_json
-from .train import Trainer, differing_settings, saved_form
+from .runs import RunFolderLock, atomic_write_bytes, atomic_write_text, checkpoint_paths, read_json, write_json
+from .train import Trainer, check_run_fits, load_dataset, saved_form, settings_mismatch
 
 #: ``--rules all``: every registered rule, and the three-factor rule with both signals.
 ALL = "all"
@@ -221,12 +220,12 @@ def trial_state(trial: Trial) -> str:
     ``"resume"`` (a checkpoint of this configuration with fewer epochs) or ``"new"``.
     Raises :class:`CheckpointError` when the folder holds a run with other settings or more epochs."""
     folder = trial.run_dir
-    has_checkpoint = (folder / "checkpoint.pt").exists()
+    has_checkpoint = bool(checkpoint_paths(folder))
     if not (has_checkpoint or (folder / "summary.json").exists()):
         return "new"
-    differing = differing_settings(trial.config, folder)
-    if differing:
-        raise CheckpointError(f"{folder} holds a {trial.label} run with other settings ({', '.join(differing)}); "
+    mismatch = settings_mismatch(trial.config, folder)
+    if mismatch:
+        raise CheckpointError(f"{folder} holds a {trial.label} run with other settings ({mismatch}); "
                               "use the same options or choose another --out")
     summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
     done = int(summary.get("epochs_completed", 0))
@@ -308,8 +307,9 @@ def materialize(run_dir: Path, files: Mapping[str, bytes]) -> None:
     nodes do not share ``--out``); a folder the trial wrote in place is left as it is."""
     if not files or (run_dir / "summary.json").exists():
         return
-    for name, data in files.items():
-        atomic_write_bytes(run_dir / name, data)
+    with RunFolderLock(run_dir):
+        for name, data in files.items():
+            atomic_write_bytes(run_dir / name, data)
 
 
 # --- executors --------------------------------------------------------------------------
@@ -584,11 +584,16 @@ def log_line(message: str) -> None:
 
 
 def check_data(trials: Sequence[Trial], download: bool = False) -> None:
-    """Load each distinct dataset of the trials once, so that missing or damaged files are
-    reported before anything trains."""
-    for task, data_dir, data_seed in sorted({(t.config.task, t.config.data_dir, t.config.data_seed) for t in trials},
-                                            key=str):
-        load_task(task, data_dir=data_dir, data_seed=data_seed, download=download)
+    """Load each distinct dataset of the trials once and check that every trial can run on it
+    (:func:`~biohsic.train.check_run_fits`), so that missing or damaged files, a window or
+    batch larger than the data or a run too large for memory are reported before anything trains."""
+    datasets = {}
+    for trial in trials:
+        c = trial.config
+        key = (c.task, c.data_dir, c.data_seed, c.val_fraction)
+        if key not in datasets:
+            datasets[key] = load_dataset(c, download=download)
+        check_run_fits(c, datasets[key])
 
 
 def prepare(trials: Sequence[Trial], download: bool = False) -> list[str]:
@@ -597,9 +602,8 @@ def prepare(trials: Sequence[Trial], download: bool = False) -> list[str]:
     names = [t.run_dir for t in trials]
     if len(set(names)) != len(names):
         raise ConfigError("two trials share a run folder; give each grid value once")
-    states = [trial_state(t) for t in trials]
     check_data(trials, download)
-    return states
+    return [trial_state(t) for t in trials]
 
 
 def run_sweep(trials: Sequence[Trial], executor: Executor, *, states: Sequence[str] | None = None,
@@ -751,17 +755,18 @@ def sweep(base: TrainConfig, rules: str | Sequence[str], grid: Mapping[str, Sequ
     and return one result per trial."""
     out = Path(out)
     trials = plan_sweep(base, rules, grid, out, sources)
-    states = prepare(trials, download)
     executor = executor or SerialExecutor()
-    start = time.perf_counter()
-    results = run_sweep(trials, executor, states=states, download=download, progress=progress, threads=threads,
-                        log=log)
-    write_sweep_outputs(results, out)
-    write_json(out / "sweep.json", {
-        "executor": executor.describe(), "wall_seconds": time.perf_counter() - start,
-        "trials": len(results), "trained": sum(state != "reuse" for state in states),
-        "grid": {name: [value_text(v) for v in values] for name, values in grid.items()},
-        "failed": {r.trial.name: r.error for r in results if r.status == "failed"}})
+    with RunFolderLock(out):  # one sweep writes its tables at a time (removed again if bad input stops it)
+        states = prepare(trials, download)
+        start = time.perf_counter()
+        results = run_sweep(trials, executor, states=states, download=download, progress=progress,
+                            threads=threads, log=log)
+        write_sweep_outputs(results, out)
+        write_json(out / "sweep.json", {
+            "executor": executor.describe(), "wall_seconds": time.perf_counter() - start,
+            "trials": len(results), "trained": sum(state != "reuse" for state in states),
+            "grid": {name: [value_text(v) for v in values] for name, values in grid.items()},
+            "failed": {r.trial.name: r.error for r in results if r.status == "failed"}})
     return results
 
 

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,24 +18,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DTYPES, TrainConfig, saved_default
+from .config import DTYPES, TrainConfig, require_memory, saved_default
 from .data import Dataset, load_task, split_validation
 from .engine import EagerEngine, Engine
-from .errors import CheckpointError, ConfigError, DivergenceError
+from .errors import CheckpointError, DataError, DivergenceError, require
 from .functional.hsic import hsic
 from .functional.kernels import gaussian_kernel
 from .network import Network
+from .nonfinite import NonFinite
 from .plots import plot_curves
 from .presets import config_sources
-from .rules import Rule, build_rule, check_config
-from .runs import load_torch, read_json, save_torch, write_json, write_jsonl
+from .rules import RULES, Rule, build_rule, check_config
+from .runs import (CONFIG, CONFIG_SOURCES, CURVES, METRICS, SUMMARY, RunFolderLock, fault_point, load_checkpoint, read_json,
+                   save_checkpoint, write_json, write_jsonl)
 from .seeding import seeded_generator
 
 #: How many evaluation windows the per-layer HSIC is averaged over.
 EVAL_WINDOWS = 32
-#: Steps (updates) per chunk handed to the engine; the online loss is checked for
-#: non-finite values once per chunk.
+#: Steps (updates) per chunk handed to the engine; the engine reports the first non-finite
+#: quantity of a chunk once, at its end (see :mod:`biohsic.nonfinite`).
 CHUNK_STEPS = 128
+#: Without ``checkpoint_every``, a checkpoint is also written inside an epoch once this many
+#: seconds of training have passed since the last one.
+CHECKPOINT_SECONDS = 600.0
 
 
 def sample_order(seed: int, epoch: int, n: int, device: torch.device) -> Tensor:
@@ -109,6 +115,80 @@ def _progress(total: int, description: str, enabled: bool):
     return tqdm(total=total, desc=description, unit="sample", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def memory_needed(config: TrainConfig, data: Dataset) -> int:
+    """Bytes of the run's large allocations, roughly: the parameters with their gradients and
+    AdamW's two moments, the working memory of a modulated rule (K·(2 + L) kernel matrices
+    N×N and the remembered samples) and the HSIC probe (``EVAL_WINDOWS`` windows of N test
+    samples, their kernels and every model's layer outputs)."""
+    k, n, layers = config.seeds, config.window, len(config.hidden)
+    sizes = [data.n_features, *config.hidden, data.n_classes]
+    elements = 4 * k * sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    if RULES[config.rule].modulated:
+        elements += k * (n * (data.n_features + data.n_classes + sum(config.hidden)) + (2 + layers) * n * n)
+    probe = min(n, len(data.x_test))
+    elements += EVAL_WINDOWS * probe * (data.n_features + data.n_classes + k * sum(config.hidden) + (2 + 3 * k) * probe)
+    return elements * DTYPES[config.dtype].itemsize
+
+
+def check_run_fits(config: TrainConfig, data: Dataset) -> None:
+    """Raise a one-line error unless the resolved ``config`` can run on ``data``: the training
+    and test sets hold samples, every input (validation included) is finite, the window and a minibatch rule's batch fit in the
+    training set, and the run fits in the device's free memory."""
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    if not n_train or not n_test:
+        raise DataError(f"the {data.name} data hold {n_train} training and {n_test} test samples; a run needs "
+                        "both, replace the files with a complete set")
+    for split, x in {"training": data.x_train, "validation": data.x_val, "test": data.x_test}.items():
+        if x is not None and not torch.isfinite(x).all():
+            raise DataError(f"the {data.name} {split} inputs hold non-finite values; replace or clean the data")
+    require(config.window <= n_train, f"--window {config.window} is larger than the {data.name} training set "
+            f"({n_train} samples); choose at most {n_train}")
+    if not RULES[config.rule].streaming:
+        require(config.batch_size <= n_train, f"--batch-size {config.batch_size} is larger than the {data.name} "
+                f"training set ({n_train} samples), so an epoch would have no step; choose at most {n_train}")
+    require_memory(memory_needed(config, data), config.device,
+                   f"this run (--window {config.window}, --seeds {config.seeds}, --hidden "
+                   f"{','.join(map(str, config.hidden))})", "lower --window, --seeds or --hidden")
+
+
+@dataclass
+class EpochTally:
+    """The online scores of the epoch in progress: each step's summed loss per model
+    (``losses`` ``(K, steps)``, float64), each model's correct predictions (``correct``), and
+    the logits of the steps since the last scored block (``pending`` ``(K, P·B, classes)``).
+
+    Logits are scored in blocks of :data:`CHUNK_STEPS` steps counted from the epoch's start,
+    whatever the chunks the engine trained them in: the same block of logits gives the same
+    losses to the last bit, so where the checkpoints fall changes no number.
+    """
+
+    losses: Tensor
+    correct: Tensor
+    pending: Tensor
+
+    @classmethod
+    def zeros(cls, n_models: int, steps: int, classes: int, dtype: torch.dtype, device: torch.device) -> "EpochTally":
+        return cls(torch.zeros(n_models, steps, dtype=torch.float64, device=device),
+                   torch.zeros(n_models, dtype=torch.long, device=device),
+                   torch.zeros(n_models, 0, classes, dtype=dtype, device=device))
+
+    def score(self, first: int, labels: Tensor, batch: int) -> None:
+        """Score the pending logits — those of the steps from ``first`` on, ``batch`` samples
+        each — against their labels ``(K, P·batch)``."""
+        k, samples, _ = self.pending.shape
+        losses = F.cross_entropy(self.pending.transpose(1, 2), labels, reduction="none")
+        self.losses[:, first:first + samples // batch] = losses.view(k, -1, batch).sum(-1)
+        self.correct += (self.pending.argmax(-1) == labels).sum(-1)
+        self.pending = self.pending[:, :0]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"losses": self.losses, "correct": self.correct, "pending": self.pending}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor], device: torch.device) -> "EpochTally":
+        return cls(state["losses"].to(device), state["correct"].to(device), state["pending"].to(device))
+
+
 class Trainer:
     """One training run of ``config.seeds`` models on one dataset.
 
@@ -117,26 +197,35 @@ class Trainer:
     came from (:func:`biohsic.presets.layered_config`), written to ``config_sources.json``;
     by default, worked out from ``config`` (:func:`biohsic.presets.config_sources`).
 
+    With a ``run_dir``, the run writes its folder (see :mod:`biohsic.runs`) and a checkpoint
+    at the end of every epoch, and inside an epoch every ``checkpoint_every`` steps (default:
+    once :data:`CHECKPOINT_SECONDS` have passed since the last one). :meth:`resume` continues
+    from the newest intact checkpoint, exactly: the run ends with the same numbers as one
+    that was never interrupted.
+
     >>> trainer = Trainer(TrainConfig(task="xor", epochs=2))          # doctest: +SKIP
     >>> summary = trainer.run()                                       # doctest: +SKIP
     """
 
     def __init__(self, config: TrainConfig, *, run_dir: str | Path | None = None,
                  dataset: Dataset | None = None, progress: bool = False, download: bool = False,
-                 threads: int | None = None, sources: dict[str, str] | None = None):
+                 threads: int | None = None, checkpoint_every: int | None = None,
+                 sources: dict[str, str] | None = None):
         self.sources = sources if sources is not None else config_sources(config)
         self.config = config.resolved()
         cfg = self.config
         check_config(cfg)
+        require(threads is None or threads >= 1, f"--threads must be at least 1, got {threads}")
+        require(checkpoint_every is None or checkpoint_every >= 1,
+                f"--checkpoint-every must be at least 1 step, got {checkpoint_every}")
         self.device = torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu")
         self.dtype = DTYPES[cfg.dtype]
         if dataset is None:
             self.data = load_dataset(cfg, download=download)
         else:
             self.data = dataset if dataset.has_validation else split_validation(dataset, cfg.val_fraction,
                                                                                  cfg.data_seed)
+        check_run_fits(cfg, self.data)
         self.x_train, self.y_train = self._tensors(self.data.x_train, self.data.y_train)
         self.x_val, self.y_val = self._tensors(self.data.x_val, self.data.y_val)
         self.x_test, self.y_test = self._tensors(self.data.x_test, self.data.y_test)
@@ -150,16 +239,24 @@ class Trainer:
         self.engine: Engine = EagerEngine(self.rule, self.optimizer)
         self.windows = evaluation_windows(len(self.x_test), cfg.window).to(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        if threads is not None and threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
         # One sample per update is many tiny tensor operations: extra threads only add
         # synchronisation (2.1× slower wall time with 2 threads on 2 cores, digits).
         self.threads = threads if threads is not None else (1 if self.rule.streaming else None)
         self.progress = progress
+        self.checkpoint_every = checkpoint_every
         self.history: list[dict[str, Any]] = []
-        self.epoch = 0
+        self.epoch = 0                     # epochs completed
+        self.step = 0                      # steps completed in the epoch in progress
+        self.tally: EpochTally | None = None
         self.train_seconds = 0.0
         self.samples_seen = 0
+        self.checkpoint: dict[str, int] | None = None   # the position of the newest checkpoint
+        self.divergence: dict[str, Any] | None = None
+        self._last_save = time.monotonic()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.x_train) // self.rule.batch_size
 
     def predict(self, x: Tensor) -> Tensor:
         """The network's logits: the rate forward pass, or the leaky network simulated in time."""
@@ -172,41 +269,86 @@ class Trainer:
         return x.to(self.device, self.dtype), y.to(self.device, torch.long)
 
     # --- one epoch -------------------------------------------------------------------
+    def _chunk_end(self, first: int) -> int:
+        """Where the chunk starting at step ``first`` ends: at the end of its block of
+        CHUNK_STEPS steps (see :class:`EpochTally`), at the epoch's end, or at the next
+        multiple of ``checkpoint_every``."""
+        last = min((first // CHUNK_STEPS + 1) * CHUNK_STEPS, self.steps_per_epoch)
+        if self.checkpoint_every:
+            last = min(last, (first // self.checkpoint_every + 1) * self.checkpoint_every)
+        return last
+
+    def _checkpoint_due(self) -> bool:
+        if self.run_dir is None:
+            return False
+        if self.checkpoint_every:
+            return self.step % self.checkpoint_every == 0
+        return time.monotonic() - self._last_save >= CHECKPOINT_SECONDS
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training set; returns the online loss and accuracy
-        (each sample scored once, by the weights it met, before its update)."""
+        """One pass over the training set (from step :attr:`step` when resumed inside it);
+        returns the online loss and accuracy (each sample scored once, by the weights it met,
+        before its update)."""
         n, k = len(self.x_train), self.network.n_models
-        batch = self.rule.batch_size
-        steps = n // batch
+        batch, steps = self.rule.batch_size, self.steps_per_epoch
         order = torch.stack([sample_order(s, epoch, n, self.device) for s in self.seeds])[:, :steps * batch]
-        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
-        correct = torch.zeros(k, device=self.device)
+        if self.tally is None:
+            self.tally = EpochTally.zeros(k, steps, self.data.n_classes, self.dtype, self.device)
+        tally = self.tally
         bar = _progress(steps * batch, f"epoch {epoch + 1}/{self.config.epochs}", self.progress)
-        start = time.perf_counter()
-        for first in range(0, steps, CHUNK_STEPS):
-            last = min(first + CHUNK_STEPS, steps)
+        if bar is not None:
+            bar.update(self.step * batch)
+        while self.step < steps:
+            first, last = self.step, self._chunk_end(self.step)
+            start = time.perf_counter()
             idx = order[:, first * batch:last * batch]
-            labels = self.y_train[idx]
             logits = self.engine.train_chunk(self.x_train[idx], self.onehot_train[idx])
-            losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-            loss_sum += losses.view(k, -1, batch).sum(-1).double().sum(-1)  # each batch's sum, then over batches
-            correct += (logits.argmax(-1) == labels).sum(-1)
-            self._check_finite(loss_sum, epoch, last - 1)
+            tally.pending = torch.cat([tally.pending, logits], 1)
+            if last % CHUNK_STEPS == 0 or last == steps:
+                scored = last - tally.pending.shape[1] // batch
+                tally.score(scored, self.y_train[order[:, scored * batch:last * batch]], batch)
+            problem = self.engine.first_nonfinite()
+            self.train_seconds += time.perf_counter() - start
+            if problem is not None:
+                if bar is not None:
+                    bar.close()
+                raise self._diverged(problem, epoch, first)
+            self.samples_seen += (last - first) * batch * k
+            self.step = last
             if bar is not None:
                 bar.update(last * batch - bar.n)
+            if self.step < steps and self._checkpoint_due():
+                self.save_checkpoint()
+            fault_point("chunk")
         if bar is not None:
             bar.close()
-        self.train_seconds += time.perf_counter() - start
-        self.samples_seen += steps * batch * k
         count = steps * batch
-        return {"online_loss": (loss_sum / count).tolist(), "online_accuracy": (correct / count).tolist()}
+        return {"online_loss": (tally.losses.sum(-1) / count).tolist(),
+                "online_accuracy": (tally.correct / count).tolist()}
 
-    def _check_finite(self, loss_sum: Tensor, epoch: int, step: int) -> None:
-        if torch.isfinite(loss_sum).all() and all(torch.isfinite(p).all() for p in self.network.parameters()):
-            return
-        raise DivergenceError(
-            f"training diverged (non-finite loss or weights) in epoch {epoch + 1} at step {step + 1}; "
-            f"lower --lr (now {self.config.lr:g}) or widen --sigmas; metrics up to epoch {epoch} are kept")
+    def _diverged(self, problem: NonFinite, epoch: int, first: int) -> DivergenceError:
+        """Record where the run diverged (for ``summary.json``) and the error that says so."""
+        cfg, substeps = self.config, self.rule.substeps
+        step = first + problem.step + 1
+        seeds = [self.seeds[m] for m in problem.models]
+        self.divergence = {"epoch": epoch + 1, "step": step, "time_step": problem.substep + 1 if substeps > 1 else None,
+                           "quantity": problem.quantity, "where": problem.where, "seeds": seeds}
+        what = {"input": "the training input", "logits": "the network's output (logits)",
+                "signal": f"the learning signal of {problem.where}",
+                "parameter": f"parameter {problem.where} (after its update)"}[problem.quantity]
+        when = f"step {step} of {self.steps_per_epoch}"
+        if substeps > 1:
+            when += f", time step {problem.substep + 1} of {substeps}"
+        seed_text = f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+        if self.checkpoint is not None:
+            kept = (f"the last good checkpoint (epoch {self.checkpoint['epoch']}, step {self.checkpoint['step']}) "
+                    f"is kept in {self.run_dir}")
+        elif epoch:
+            kept = f"metrics up to epoch {epoch} are kept"
+        else:
+            kept = "no epoch had finished"
+        return DivergenceError(f"training diverged in epoch {epoch + 1} at {when}: {what} became non-finite first "
+                               f"({seed_text}); {divergence_advice(problem, cfg)}; {kept}")
 
     def evaluate_epoch(self, epoch: int, online: dict[str, list[float]]) -> dict[str, Any]:
         """The epoch's metrics row: accuracy and loss on the test, training and (when there is
@@ -229,34 +371,38 @@ class Trainer:
         return row
 
     # --- run folder ------------------------------------------------------------------
-    def _checkpoint_path(self) -> Path | None:
-        return self.run_dir / "checkpoint.pt" if self.run_dir else None
-
     def save_checkpoint(self) -> None:
-        save_torch(self._checkpoint_path(), {
-            "epoch": self.epoch, "network": self.network.state_dict(), **self.engine.state_dict(),
-            "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
+        """Write the run's exact position (epoch, step, every state, the epoch's tally so far)."""
+        save_checkpoint(self.run_dir, {
+            "epoch": self.epoch, "step": self.step, "network": self.network.state_dict(),
+            **self.engine.state_dict(), "train_seconds": self.train_seconds, "samples_seen": self.samples_seen,
+            "tally": self.tally.state_dict() if self.step else None,
         })
+        self.checkpoint = {"epoch": self.epoch, "step": self.step}
+        self._last_save = time.monotonic()
 
     def resume(self) -> bool:
-        """Continue from the run folder's checkpoint; False when there is none."""
-        path = self._checkpoint_path()
-        if path is None or not path.exists():
+        """Continue the run saved in the run folder from its newest intact checkpoint; False
+        when it has none yet (the run then starts from the beginning). Refuses a folder whose
+        run has other settings, naming them."""
+        mismatch = settings_mismatch(self.config, self.run_dir)
+        if mismatch:
+            raise CheckpointError(f"{self.run_dir} holds a run with other settings ({mismatch}); resume with "
+                                  "the same options, or start another run with --overwrite or another --out")
+        state = load_checkpoint(self.run_dir, self.device)
+        if state is None:
             return False
-        differing = differing_settings(self.config, self.run_dir)
-        if differing:
-            raise CheckpointError(f"{self.run_dir} holds a run with other settings ({', '.join(differing)}); "
-                                  "resume with the same options or choose another --out")
-        state = load_torch(path, self.device)
         try:
             self.network.load_state_dict(state["network"])
             self.engine.load_state_dict(state)
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{path} does not fit this run ({type(err).__name__}); "
-                                  "start a new run with another --out") from None
-        self.epoch, self.train_seconds = int(state["epoch"]), float(state["train_seconds"])
-        self.samples_seen = int(state["samples_seen"])
-        metrics = self.run_dir / "metrics.jsonl"
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            self.train_seconds, self.samples_seen = float(state["train_seconds"]), int(state["samples_seen"])
+            self.tally = EpochTally.from_state(state["tally"], self.device) if self.step else None
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(f"the checkpoint in {self.run_dir} does not fit this run ({type(err).__name__}); "
+                                  "start a new run with --overwrite or another --out") from None
+        self.checkpoint = {"epoch": self.epoch, "step": self.step}
+        metrics = self.run_dir / METRICS
         rows = metrics.read_text().splitlines() if metrics.exists() else []
         self.history = [json.loads(line) for line in rows][: self.epoch]
         return True
@@ -274,12 +420,13 @@ class Trainer:
             "wall_seconds": self.train_seconds, "device": str(self.device),
             "modulator": cfg.modulator if self.rule.modulated else None,
             "memory": cfg.memory if self.rule.modulated else None,
+            "checkpoint": self.checkpoint, "divergence": self.divergence,
             "config": cfg.to_dict(),
         }
         if self.run_dir:
-            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
-            write_json(self.run_dir / "summary.json", summary)
-            if self.history:
+            write_jsonl(self.run_dir / METRICS, self.history)
+            write_json(self.run_dir / SUMMARY, summary)
+            if self.history and status != "running":
                 self._plot()
         return summary
 
@@ -287,33 +434,64 @@ class Trainer:
         """``curves.png``, when matplotlib (the ``cli`` extra) is installed."""
         cfg = self.config
         try:
-            plot_curves(self.history, self.run_dir / "curves.png",
+            plot_curves(self.history, self.run_dir / CURVES,
                         title=f"{cfg.rule} on {cfg.task} (N={cfg.window}, seeds {self.seeds[0]}..{self.seeds[-1]})")
         except ImportError:
             return
 
     # --- the whole run -----------------------------------------------------------------
     def run(self, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-        """Train for ``config.epochs`` epochs (from the checkpoint's epoch when resumed)."""
+        """Train for ``config.epochs`` epochs (from the checkpoint's position when resumed).
+        ``summary.json`` says ``running`` meanwhile, then ``completed``, ``diverged`` (with
+        where and why) or ``interrupted``. The run folder is locked meanwhile
+        (:class:`~biohsic.runs.RunFolderLock`): a second writer is refused."""
+        with RunFolderLock(self.run_dir) if self.run_dir else contextlib.nullcontext():
+            return self._run(on_epoch)
+
+    def _run(self, on_epoch: Callable[[dict], None] | None) -> dict[str, Any]:
         if self.run_dir:
-            write_json(self.run_dir / "config.json", self.config.to_dict())
-            write_json(self.run_dir / "config_sources.json", self.sources)
+            write_json(self.run_dir / CONFIG, self.config.to_dict())
+            write_json(self.run_dir / CONFIG_SOURCES, self.sources)
+            self._write_outputs("running")
+            fault_point("started")
+        self._last_save = time.monotonic()
         try:
             while self.epoch < self.config.epochs:
                 with intra_op_threads(self.threads):
                     online = self.train_epoch(self.epoch)
                 row = self.evaluate_epoch(self.epoch, online)
-                self.epoch += 1
+                self.epoch, self.step, self.tally = self.epoch + 1, 0, None
                 self.history.append(row)
                 if self.run_dir:
-                    write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+                    write_jsonl(self.run_dir / METRICS, self.history)
+                    fault_point("epoch-end")
                     self.save_checkpoint()
                 if on_epoch is not None:
                     on_epoch(row)
         except DivergenceError:
             self._write_outputs("diverged")
             raise
+        except KeyboardInterrupt:
+            self._write_outputs("interrupted")
+            raise
         return self._write_outputs("completed")
+
+
+def divergence_advice(problem: NonFinite, config: TrainConfig) -> str:
+    """What to change when ``problem`` was the first non-finite quantity of a run."""
+    if problem.quantity == "input":
+        return "the data hold non-finite values; check the dataset"
+    if problem.quantity == "signal":
+        if config.modulator == "reservoir" and RULES[config.rule].modulated:
+            return "the reservoir's output is not finite; check --reservoir and its training"
+        widths = f"--phsic-sigma (now {config.phsic_sigma:g})" if config.rule.startswith("phsic") else \
+            f"--sigmas (now {','.join(f'{s:g}' for s in config.sigmas)})"
+        return (f"the kernels underflow or the signal overflows: widen {widths} or lower --gamma "
+                f"(now {config.gamma:g})")
+    decay = f" or --weight-decay (now {config.weight_decay:g})" if config.weight_decay else ""
+    if problem.quantity == "parameter":
+        return f"the weights exploded: lower --lr (now {config.lr:g}){decay}"
+    return f"the forward pass overflowed with finite weights: lower --lr (now {config.lr:g}){decay}"
 
 
 @contextlib.contextmanager
@@ -338,10 +516,23 @@ def saved_form(config: TrainConfig) -> dict[str, Any]:
 def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
     """The settings, other than ``epochs``, in which the run saved in ``run_dir`` (its
     ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
+    return sorted(_differences(config, run_dir))
+
+
+def settings_mismatch(config: TrainConfig, run_dir: Path) -> str:
+    """The settings in which the run saved in ``run_dir`` differs from ``config``, each named
+    as its option with both values, e.g. ``"--gamma: 10.0 saved, 1.0 given"`` (empty when
+    none differ)."""
+    return "; ".join(f"--{key.replace('_', '-')}: {saved!r} saved, {wanted!r} given"
+                     for key, (saved, wanted) in sorted(_differences(config, run_dir).items()))
+
+
+def _differences(config: TrainConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
     wanted = saved_form(config)
-    saved = read_json(run_dir / "config.json")
+    saved = read_json(Path(run_dir) / CONFIG)
     # a setting added to the library after the run was saved counts as the value it had before
-    return sorted(key for key in wanted if key != "epochs" and wanted[key] != saved.get(key, saved_default(key)))
+    before = {key: saved.get(key, saved_default(key)) for key in wanted}
+    return {key: (before[key], wanted[key]) for key in wanted if key != "epochs" and wanted[key] != before[key]}
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -350,5 +541,5 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]
     return Trainer(config).run()
 
 
-__all__ = ["Trainer", "evaluate", "evaluation_windows", "hsic_probe", "load_dataset", "make_optimizer", "sample_order",
-           "train"]
+__all__ = ["EpochTally", "Trainer", "check_run_fits", "differing_settings", "evaluate", "evaluation_windows", "hsic_probe",
+           "load_dataset", "make_optimizer", "sample_order", "settings_mismatch", "train"]

@@ -80,7 +80,7 @@ def test_a_folder_holding_other_settings_is_one_line_and_exit_2(tmp_path, capsys
     code = main(["compare", *FAST, "--rules", "bp", "--lr", "0.01", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert "holds a bp run with other settings (lr)" in err[0]
+    assert "holds a bp run with other settings (--lr: 0.001 saved, 0.01 given)" in err[0]
 
 
 def test_help_explains_the_rule_labels(capsys):

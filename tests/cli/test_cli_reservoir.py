@@ -139,4 +139,4 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
     blocker.write_text("")
     code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
                         "--samples", "8", "--out", str(blocker / "x.pt"), *FAST], capsys)
-    assert code == 2 and "choose a writable --out" in one_error_line(err)
+    assert code == 2 and "is a file, not a folder" in one_error_line(err)

@@ -85,21 +85,33 @@ def test_truncated_idx_file_is_reported_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "images" in err[0]
 
 
-def test_nan_during_training_exits_2_and_keeps_metrics(tmp_path, capsys, monkeypatch):
-    import biohsic.train
-    from biohsic.data import load_task
+def test_nan_during_training_exits_2_names_step_layer_and_signal_and_keeps_the_checkpoint(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from biohsic.modulators import KernelModulator
 
-    def with_a_nan(name, **kwargs):
-        data = load_task(name, **kwargs)
-        data.x_train[-3, 0] = float("nan")   # met near the end of every epoch
-        return data
+    signal = KernelModulator.__call__
+    calls = []
 
-    monkeypatch.setattr(biohsic.train, "load_task", with_a_nan)
+    def nan_in_layer_2_at_step_37_of_epoch_2(self, *args):
+        signals = signal(self, *args)
+        calls.append(1)
+        if len(calls) == 810 + 37:   # xor: 810 steps per epoch (900 less 90 for validation); one call per step
+            signals[1] = signals[1] * float("nan")
+        return signals
+
+    monkeypatch.setattr(KernelModulator, "__call__", nan_in_layer_2_at_step_37_of_epoch_2)
     out = tmp_path / "run"
-    code, err = one_line_error(capsys, "train", *FAST, "--epochs", "2", "--out", str(out))
-    assert code == 2 and len(err) == 2, err     # the run-folder line, then the error
-    assert err[-1].startswith("biohsic: error: training diverged")
-    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+    code, err = one_line_error(capsys, "train", *FAST, "--epochs", "2", "--checkpoint-every", "16", "--out", str(out))
+    assert code == 2 and len(err) == 3, err     # the run-folder line, epoch 1, then the error
+    assert err[-1].startswith("biohsic: error: training diverged in epoch 2 at step 37 of 810: the learning signal "
+                              "of hidden layer 2 became non-finite first (seed 0); the kernels underflow")
+    assert "--sigmas" in err[-1] and f"the last good checkpoint (epoch 1, step 32) is kept in {out}" in err[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 1
+    assert summary["divergence"] == {"epoch": 2, "step": 37, "time_step": None, "quantity": "signal",
+                                     "where": "hidden layer 2", "seeds": [0]}
+    assert summary["checkpoint"] == {"epoch": 1, "step": 32}
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path, capsys):
@@ -111,3 +123,15 @@ def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path, capsys):
     assert main(["train", *FAST[:3], "2", *FAST[4:], "--out", out, "--resume"]) == 0
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
+
+
+def test_a_kernel_too_narrow_diverges_with_advice_about_the_kernel_not_the_learning_rate(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = one_line_error(capsys, "train", *FAST, "--window", "5", "--sigmas", "0.3,0.25,1e-30",
+                               "--out", str(out))
+    assert code == 2 and err[-1].startswith(
+        "biohsic: error: training diverged in epoch 1 at step 5 of 810: the learning signal of hidden layer 1 "
+        "became non-finite first (seed 0); the kernels underflow or the signal overflows: widen --sigmas "
+        "(now 0.3,0.25,1e-30) or lower --gamma (now 10); no epoch had finished")
+    assert "--lr" not in err[-1]
+    assert json.loads((out / "summary.json").read_text())["divergence"]["quantity"] == "signal"

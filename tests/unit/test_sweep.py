@@ -36,7 +36,6 @@ def small_xor(monkeypatch):
     data = load_task("xor")
     small = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
     monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
-    monkeypatch.setattr(sw, "load_task", lambda *args, **kwargs: small)
     return small
 
 

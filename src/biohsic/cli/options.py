@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Mapping
 
-from ..config import DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig
+from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
+                      check_device)
 from ..data import TASKS
+from ..errors import ConfigError
 from ..modulators import MODULATORS
 from ..presets import PRESETS, SETTINGS, layered_config, read_config_file
 from ..rules import check_config
@@ -39,6 +41,15 @@ def number_list(kind: Callable[[str], float | int], name: str) -> Callable[[str]
             raise argparse.ArgumentTypeError(f"{name} takes comma-separated numbers, got {text!r}") from None
 
     return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse type for ``--device``: a device this machine has (see :func:`biohsic.config.check_device`)."""
+    try:
+        check_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def add_setting(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, **options: Any) -> None:

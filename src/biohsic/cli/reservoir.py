@@ -20,7 +20,8 @@ from ..reservoir.closed_loop import layer_file
 from ..reservoir.study import (CAPACITY_UNITS, CAPACITY_WINDOWS, RIDGE_ALPHAS, STREAM_KINDS, CapacityRow, LearnSettings,
                                StreamSettings, capacity_study, evaluate_frozen, reservoir_memory_capacity,
                                train_apriori, write_capacity)
-from .options import number_list
+from ..runs import OutputFileLock, RunFolderLock
+from .options import device_name, number_list
 
 
 def _add_sizes(p: argparse.ArgumentParser, layer_dim_required: bool) -> None:
@@ -88,7 +89,7 @@ def _add_learning(p: argparse.ArgumentParser) -> None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="reservoir precision (default float32)")
 
 
@@ -131,10 +132,11 @@ def _command_line() -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args, args.units, args.window)
+    stream, learn = _stream(args, args.seed, args.seed), _learn(args)
     start = time.perf_counter()
-    reservoir, summary = train_apriori(config, _stream(args, args.seed, args.seed), _learn(args),
-                                      dtype=DTYPES[args.dtype], device=args.device)
-    reservoir.save(args.out, info=summary)
+    with OutputFileLock(args.out):
+        reservoir, summary = train_apriori(config, stream, learn, dtype=DTYPES[args.dtype], device=args.device)
+        reservoir.save(args.out, info=summary)
     print(f"saved {args.out}: units={config.units} window={config.window} dims={config.d_x}/{config.d_y}/{config.d_z} "
           f"learner={args.learner} samples={args.samples} online_r2={summary['online_r2']:.4f} "
           f"seconds={time.perf_counter() - start:.1f}")
@@ -156,15 +158,17 @@ def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
 
 def cmd_train_task(args: argparse.Namespace) -> int:
     configs = task_reservoir_configs(args)  # validates every layer's config before the first run
+    learn = _learn(args)
     start = time.perf_counter()
-    for layer, config in enumerate(configs):
-        reservoir, summary = train_apriori(config, _stream(args, config.seed, config.seed), _learn(args),
-                                          dtype=DTYPES[args.dtype], device=args.device)
-        path = layer_file(args.out, layer)
-        reservoir.save(path, info=summary)
-        print(f"saved {path}: units={config.units} window={config.window} "
-              f"dims={config.d_x}/{config.d_y}/{config.d_z} online_r2={summary['online_r2']:.4f} "
-              f"alpha={summary['alpha']:g}")
+    with RunFolderLock(args.out):
+        for layer, config in enumerate(configs):
+            reservoir, summary = train_apriori(config, _stream(args, config.seed, config.seed), learn,
+                                              dtype=DTYPES[args.dtype], device=args.device)
+            path = layer_file(args.out, layer)
+            reservoir.save(path, info=summary)
+            print(f"saved {path}: units={config.units} window={config.window} "
+                  f"dims={config.d_x}/{config.d_y}/{config.d_z} online_r2={summary['online_r2']:.4f} "
+                  f"alpha={summary['alpha']:g}")
     print(f"trained {len(configs)} reservoir(s) in {time.perf_counter() - start:.1f} s; use them with "
           f"`biohsic train --task {args.task} --modulator reservoir --reservoir {args.out}` and the same "
           f"--hidden/--window/--gamma/--sigmas")
@@ -197,10 +201,12 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     train = _stream(args, args.seed, args.seed)
     evaluation = StreamSettings(samples=args.eval_samples, streams=args.streams, washout=args.washout,
                                 kind=args.stream, data_seed=args.seed + 1, task_seed=args.seed)
+    learn = _learn(args)
     start = time.perf_counter()
-    rows = capacity_study(base, train, evaluation, _learn(args), windows=args.windows, units=args.units,
-                          dtype=DTYPES[args.dtype], device=args.device, progress=progress)
-    markdown = write_capacity(rows, args.out, command=_command_line())
+    with RunFolderLock(args.out):
+        rows = capacity_study(base, train, evaluation, learn, windows=args.windows, units=args.units,
+                              dtype=DTYPES[args.dtype], device=args.device, progress=progress)
+        markdown = write_capacity(rows, args.out, command=_command_line())
     print(markdown, end="")
     print(f"wrote {args.out}/capacity.csv, capacity.md, capacity.png in {time.perf_counter() - start:.0f} s")
     return 0
@@ -276,7 +282,7 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--data-seed", type=int, default=None, help="seed of the samples (default: the training's + 1)")
     p.add_argument("--task-seed", type=int, default=None,
                    help="seed of the random layer (default: the training's, the same layer)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("capacity", help="frozen fit over windows N × reservoir sizes M: table and heatmap",

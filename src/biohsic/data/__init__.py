@@ -102,7 +102,7 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> Dataset:
     val = validation_indices(dataset.y_train, fraction, seed)
     keep = torch.ones(len(dataset.y_train), dtype=torch.bool)
     keep[val] = False
-    if not keep.any():
+    if len(val) and not keep.any():
         raise ConfigError(f"--val-fraction {fraction} leaves no {dataset.name} training sample; choose a smaller one")
     return dataclasses.replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep],
                                x_val=dataset.x_train[val], y_val=dataset.y_train[val])

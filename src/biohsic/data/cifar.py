@@ -76,6 +76,8 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     data, labels = batch_entry(batch, "data", where), batch_entry(batch, "labels", where)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != math.prod(INPUT_SHAPE):
         raise DataError(f"{where}: 'data' is {data.dtype} of shape {data.shape}, expected uint8 (n, 3072); replace it")
+    if not len(data):
+        raise DataError(f"{where}: holds 0 images; replace it with a fresh copy")
     check_labels(labels, len(data), N_CLASSES, where)
     return data, labels
 

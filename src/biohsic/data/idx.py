@@ -60,6 +60,8 @@ def find_idx_files(folder: Path) -> dict[str, Path] | None:
 def read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``(n, 28, 28)`` and labels ``(n,)`` of one split, checked against each other."""
     images = read_idx(images_path, IMAGES_MAGIC)
+    if not len(images):
+        raise DataError(f"{images_path}: its header says 0 images; replace the file with a fresh copy")
     if images.shape[1:] != IMAGE_SIZE:
         raise DataError(f"{images_path}: images of {images.shape[1:]} pixels, expected {IMAGE_SIZE}; "
                         "pass the MNIST-format files")

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from ..nonfinite import NonFinite
 from .eager import EagerEngine
 
 
@@ -21,6 +22,13 @@ class Engine(Protocol):
     def reset(self) -> None:
         """Forget the state carried between steps."""
 
+    def first_nonfinite(self) -> NonFinite | None:
+        """The first non-finite quantity met since the last call — which step of the chunk,
+        which quantity (input, logits, a hidden layer's signal, a parameter or its update; see
+        :mod:`biohsic.nonfinite`), which layer or parameter, which models — or ``None`` when
+        everything stayed finite. Called once per chunk: an engine keeps a running record on
+        the device while it trains and reduces it here, with no host sync per step."""
+
     def epoch_metrics(self) -> dict[str, Any]:
         """Scores gathered since the last call, added to the epoch's metrics."""
 
@@ -31,4 +39,4 @@ class Engine(Protocol):
         """Restore what :meth:`state_dict` returned."""
 
 
-__all__ = ["EagerEngine", "Engine"]
+__all__ = ["EagerEngine", "Engine", "NonFinite"]

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..nonfinite import NonFinite
 from ..rules import Rule
 
 
@@ -20,20 +21,34 @@ class EagerEngine:
     def __init__(self, rule: Rule, optimizer: torch.optim.Optimizer):
         self.rule = rule
         self.optimizer = optimizer
+        trained = {id(p) for p in rule.trainable_parameters()}
+        self.trained = [(name, p) for name, p in rule.network.named_parameters() if id(p) in trained]
 
     def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the consecutive samples ``x`` ``(K, S·B, d_in)`` with one-hot labels ``y``
         ``(K, S·B, classes)``, B = ``rule.batch_size`` at a time; return the logits each sample
         met before its update (the prediction, for leaky units), ``(K, S·B, classes)``."""
-        batch = self.rule.batch_size
+        batch, watch = self.rule.batch_size, self.rule.watch
         logits = []
-        for start in range(0, x.shape[1], batch):
+        for step, start in enumerate(range(0, x.shape[1], batch)):
             xb, yb = x[:, start:start + batch], y[:, start:start + batch]
-            for _ in range(self.rule.substeps):
+            for substep in range(self.rule.substeps):
+                watch.start_step(step, substep)
+                if substep == 0:
+                    watch.record("input", "input", xb)
                 step_logits = self.rule.predict_and_write_grads(xb, yb)
+                watch.record("logits", "output", step_logits)
                 self.optimizer.step()
             logits.append(step_logits)
         return torch.cat(logits, 1)
+
+    def first_nonfinite(self) -> NonFinite | None:
+        """The first non-finite input, logits or signal of the steps since the last call, or
+        parameter at the end of them (see :mod:`biohsic.nonfinite`); ``None`` when everything
+        stayed finite."""
+        for name, param in self.trained:
+            self.rule.watch.record("parameter", name, param)
+        return self.rule.watch.first()
 
     def reset(self) -> None:
         """Forget the state the rule carries between steps (the optimiser's moments are kept)."""
@@ -50,3 +65,4 @@ class EagerEngine:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rule.load_state_dict(state["rule"])
+        self.rule.watch.clear()

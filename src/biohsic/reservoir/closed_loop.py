@@ -169,16 +169,20 @@ class ReservoirModulator:
             reservoir.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        """Each reservoir's state and, when it learns, its readout (and FORCE's P)."""
+        """Each reservoir's state (and its noise generator's), when it learns its readout (and
+        FORCE's P), and the cosines summed since :meth:`epoch_metrics` was last called: all a
+        checkpoint inside an epoch needs to continue exactly."""
         states = []
         for reservoir, learner in zip(self.reservoirs, self.learners):
             state = {"u": reservoir.u, "r": reservoir.r, "o": reservoir.o}
+            if reservoir._noise is not None:
+                state["noise"] = reservoir._noise.get_state()
             if learner is not None:
                 state["w_out"] = reservoir.w_out
             if isinstance(learner, Force):
                 state["p"] = learner.p
             states.append(state)
-        return {"learning": self.learning, "reservoirs": states}
+        return {"learning": self.learning, "reservoirs": states, "cosine_sums": self._sums, "cosine_steps": self._steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("learning") != self.learning or len(state.get("reservoirs", ())) != len(self.reservoirs):
@@ -186,10 +190,14 @@ class ReservoirModulator:
                                   "network; resume with the same options")
         for reservoir, learner, saved in zip(self.reservoirs, self.learners, state["reservoirs"]):
             reservoir.u, reservoir.r, reservoir.o = saved["u"], saved["r"], saved["o"]
+            if "noise" in saved:
+                reservoir._noise = torch.Generator(device=reservoir.w_in.device)
+                reservoir._noise.set_state(saved["noise"].cpu())
             if "w_out" in saved:
                 reservoir.w_out.copy_(saved["w_out"])
             if "p" in saved:
                 learner.p = saved["p"]
+        self._sums, self._steps = state.get("cosine_sums"), int(state.get("cosine_steps", 0))
 
 
 def check_reservoir_config(config: TrainConfig) -> None:

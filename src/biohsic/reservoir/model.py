@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config import require_finite, require_memory
 from ..errors import CheckpointError, ConfigError, require
 from ..functional.reservoir import NONLINEARITIES, reservoir_output, reservoir_rates_step
 from ..runs import load_torch, save_torch
@@ -105,14 +107,17 @@ class ReservoirConfig:
         for flag, value in (("input-dim", self.d_x), ("classes", self.d_y), ("layer-dim", self.d_z)):
             require(value >= 1, f"--{flag} must be positive, got {value}")
         require(self.window >= 2, f"--window must be at least 2 (the working memory needs two samples), got {self.window}")
-        require(len(self.sigmas) == 3 and min(self.sigmas) > 0,
-             f"--sigmas takes three positive values σx σy σz, got {' '.join(map(str, self.sigmas))}")
-        require(self.gamma >= 0, f"--gamma must be non-negative, got {self.gamma}")
+        require(len(self.sigmas) == 3 and all(math.isfinite(s) and s > 0 for s in self.sigmas),
+             f"--sigmas takes three positive finite values σx σy σz, got {' '.join(map(str, self.sigmas))}")
         require(0 < self.connectivity <= 1, f"--connectivity must be in (0, 1], got {self.connectivity}")
-        require(self.tau > 0 and self.dt > 0, f"--tau and --dt must be positive, got {self.tau} and {self.dt}")
+        for option, value, positive in (("--gamma", self.gamma, False), ("--tau", self.tau, True),
+                                        ("--dt", self.dt, True), ("--gain", self.gain, False),
+                                        ("--input-scale", self.input_scale, False),
+                                        ("--feedback-scale", self.feedback_scale, False),
+                                        ("--rate-noise", self.rate_noise, False),
+                                        ("--output-noise", self.output_noise, False)):
+            require_finite(option, value, positive=positive)
         require(self.steps_per_sample >= 1, f"--steps-per-sample must be at least 1, got {self.steps_per_sample}")
-        require(self.rate_noise >= 0 and self.output_noise >= 0,
-             f"--rate-noise and --output-noise must be non-negative, got {self.rate_noise} and {self.output_noise}")
         require(self.input_projection is None or self.input_projection >= 1,
              f"--input-projection must be positive, got {self.input_projection}")
         require(self.nonlinearity in NONLINEARITIES,
@@ -169,6 +174,8 @@ class Reservoir(nn.Module):
         super().__init__()
         self.config = config
         m, n_out = config.units, config.outputs
+        # the float64 draws of W_r, its mask and their product, before they become sparse
+        require_memory(25 * m * m, "cpu", f"a reservoir of --units {m}", "lower --units")
         gen = torch.Generator().manual_seed(int(config.seed))
         w_in = _uniform(gen, m, config.input_size) * config.input_scale
         mask = torch.rand(m, m, generator=gen, dtype=torch.float64) < config.connectivity

@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from ..config import require_finite
 from ..errors import ConfigError, DivergenceError
 from ..functional.modulator import modulatory_signal
 from ..functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
@@ -100,8 +101,9 @@ class LearnSettings:
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
         if self.learner not in LEARNERS:
             raise ConfigError(f"unknown --learner {self.learner!r}; choose one of {', '.join(LEARNERS)}")
-        if not self.alphas or min(self.alphas) <= 0:
-            raise ConfigError(f"--alpha takes positive values, got {','.join(map(str, self.alphas))}")
+        if not self.alphas or not all(math.isfinite(a) and a > 0 for a in self.alphas):
+            raise ConfigError(f"--alpha takes positive finite values, got {','.join(map(str, self.alphas))}")
+        require_finite("--lr", self.lr, positive=True)
         if len(self.alphas) > 1 and self.learner != "ridge":
             raise ConfigError("several --alpha values are tried only with --learner ridge; give one value")
         if not 0 < self.validation <= 1:

@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, require
 from ..functional.layers import HiddenCache
 from ..network import Network
+from ..nonfinite import NonFiniteWatch
 
 
 class Rule(abc.ABC):
@@ -32,6 +33,9 @@ class Rule(abc.ABC):
     def __init__(self, network: Network, config: TrainConfig):
         self.network = network
         self.config = config
+        #: where the rule records its learning signals, so that the engine can name the first
+        #: non-finite one (see :mod:`biohsic.nonfinite`)
+        self.watch = NonFiniteWatch()
 
     @classmethod
     def check_config(cls, config: TrainConfig) -> None:
@@ -98,14 +102,23 @@ def write_grads(params: Iterable[nn.Parameter], grads: Iterable[Tensor]) -> None
 
 
 def write_hidden_grads(network: Network, caches: Sequence[HiddenCache], signals: Sequence[Tensor],
-                       presynaptic: Sequence[Tensor] | None = None, bias_trace: Tensor | None = None) -> None:
+                       presynaptic: Sequence[Tensor] | None = None, bias_trace: Tensor | None = None,
+                       watch: NonFiniteWatch | None = None) -> None:
     r"""Each hidden layer's local term :math:`\sum_n J_n^\top g_n` for its signal
     ``signals[l]`` ``(K, B, d_l)``, into its parameters' ``.grad``. ``presynaptic`` and
     ``bias_trace``: eligibility traces of leaky units (see
-    :meth:`biohsic.network.HiddenLayer.local_grad`)."""
+    :meth:`biohsic.network.HiddenLayer.local_grad`). ``watch``: where each signal is
+    recorded (as ``"signal"`` of ``"hidden layer l"``, l from 1)."""
     traces = presynaptic if presynaptic is not None else [None] * len(caches)
-    for layer, cache, signal, trace in zip(network.hidden, caches, signals, traces, strict=True):
+    for index, (layer, cache, signal, trace) in enumerate(zip(network.hidden, caches, signals, traces, strict=True)):
+        if watch is not None:
+            watch.record("signal", hidden_layer_name(index), signal)
         write_grads((layer.weight, layer.bias), layer.local_grad(cache, signal, trace, bias_trace))
+
+
+def hidden_layer_name(index: int) -> str:
+    """How messages name hidden layer ``index`` (0-based): ``"hidden layer 1"`` for the first."""
+    return f"hidden layer {index + 1}"
 
 
 RULES: dict[str, type[Rule]] = {}
@@ -130,5 +143,5 @@ def build_rule(network: Network, config: TrainConfig) -> Rule:
     return RULES[config.rule](network, config)
 
 
-__all__ = ["RULES", "Rule", "build_rule", "check_config", "register", "set_grad", "write_grads",
-           "write_hidden_grads"]
+__all__ = ["RULES", "Rule", "build_rule", "check_config", "hidden_layer_name", "register", "set_grad",
+           "write_grads", "write_hidden_grads"]

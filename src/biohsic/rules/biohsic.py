@@ -126,7 +126,8 @@ class BioHSIC(Rule):
         signals = self.modulator(self.memory, x[:, 0], y[:, 0], caches)
         if not self.memory.full:
             return
-        write_hidden_grads(net, caches, [signal.unsqueeze(1) for signal in signals], presynaptic, bias_trace)
+        write_hidden_grads(net, caches, [signal.unsqueeze(1) for signal in signals], presynaptic, bias_trace,
+                           watch=self.watch)
         if self.readout_window:
             window_features = self.memory.layers[-1].values if caches else self.memory.inputs.values
             grads = cross_entropy_grad(window_features, net.readout(window_features), self.memory.labels.values)

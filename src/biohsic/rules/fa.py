@@ -88,7 +88,7 @@ class FeedbackAlignment(Rule):
     @torch.no_grad()
     def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         caches, logits = readout_step(self.network, x, y)
-        write_hidden_grads(self.network, caches, self.hidden_signals(caches, output_error(logits, y)))
+        write_hidden_grads(self.network, caches, self.hidden_signals(caches, output_error(logits, y)), watch=self.watch)
         return logits
 
     def state_dict(self) -> dict[str, Any]:

@@ -58,7 +58,8 @@ class LayerObjectiveRule(Rule):
     def predict_and_write_grads(self, x: Tensor, y: Tensor) -> Tensor:
         caches, logits = readout_step(self.network, x, y)
         x = self.network.expand(x)
-        write_hidden_grads(self.network, caches, self.layer_signals(x, y, [cache.out for cache in caches]))
+        write_hidden_grads(self.network, caches, self.layer_signals(x, y, [cache.out for cache in caches]),
+                           watch=self.watch)
         return logits
 
 

@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from ..functional.layers import HiddenCache
 from ..functional.phsic import label_kernel, pair_factor, pair_signal, phsic_signal, running_mean, z_kernel
 from ..network import Network
-from .base import Rule, register, write_grads
+from .base import Rule, hidden_layer_name, register, write_grads
 from .hsic import LayerObjectiveRule
 from .readout import readout_step
 
@@ -102,6 +102,7 @@ class PlausiblePHSIC(Rule):
                 self.mean_z[l] = running_mean(self.mean_z[l], k_z, self.pairs, self.horizon)
                 factor = pair_factor(k_z, k_y, self.mean_z[l], self.mean_y, self.config.gamma)
                 signal = pair_signal(z_pair, kernel, factor, kind=self.kind, sigma=self.sigma)
+                self.watch.record("signal", hidden_layer_name(l), signal)
                 pair_cache = HiddenCache(*(torch.cat([now, then], -2) for now, then in zip(cache, prev)))
                 write_grads((layer.weight, layer.bias), layer.local_grad(pair_cache, signal))
         self.previous = (x, y, caches)
