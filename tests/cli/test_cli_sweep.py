@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from biohsic.cli import main
 from biohsic.train import Trainer
@@ -51,16 +50,22 @@ def test_the_seeds_default_to_three_and_the_rule_to_the_runs(tmp_path, capsys):
     assert row[:3] == ["readout", "16", "3"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the failing trial needs a machine without CUDA")
-def test_a_failed_trial_is_reported_and_the_others_finish(tmp_path, capsys):
-    code = main(["sweep", *FAST, "--rules", "bp", "--grid", "device=cuda,cpu", "--workers", "1",
-                 "--out", str(tmp_path)])
+def test_a_failed_trial_is_reported_and_the_others_finish(tmp_path, capsys, monkeypatch):
+    run = Trainer.run
+
+    def fail_at_lr_1e_2(self, *args, **kwargs):
+        if self.config.lr == 1e-2:
+            raise RuntimeError("simulated failure")
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run", fail_at_lr_1e_2)
+    code = main(["sweep", *FAST, "--rules", "bp", "--grid", "lr=1e-2,1e-3", "--workers", "1", "--out", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 1
     failed, done = table_rows(captured.out)
-    assert failed[1] == "cuda" and failed[3] == "failed" and "no CUDA device" in failed[-1]
-    assert done[1] == "cpu" and done[3] == "1" and (tmp_path / "bp" / "device=cpu" / "summary.json").exists()
-    assert "1 of 2 trials failed (bp device=cuda); rerun the same command to retry them" in captured.err
+    assert failed[1] == "0.01" and failed[3] == "failed" and "RuntimeError: simulated failure" in failed[-1]
+    assert done[1] == "0.001" and done[3] == "1" and (tmp_path / "bp" / "lr=0.001" / "summary.json").exists()
+    assert "1 of 2 trials failed (bp lr=0.01); rerun the same command to retry them" in captured.err
 
 
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
