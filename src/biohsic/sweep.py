@@ -462,8 +462,8 @@ class RayExecutor(Executor):
             options.update(num_cpus=workers, include_dashboard=False)
             if object_store_mb is not None:
                 options.update(object_store_memory=object_store_mb * 1024 * 1024)
-        try:
-            ray.init(address=address, **options)
+        try:  # "local": a new instance, even where `ray start` left one (or a stale pointer to one)
+            ray.init(address=address or "local", **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError(f"cannot start or join Ray at {address or 'a local instance'} ({error_line(err)}); "
                               "check --address (e.g. HOST:6379 of a running `ray start --head`)") from None

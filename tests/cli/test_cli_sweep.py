@@ -68,6 +68,11 @@ def test_a_failed_trial_is_reported_and_the_others_finish(tmp_path, capsys, monk
     assert "1 of 2 trials failed (bp lr=0.01); rerun the same command to retry them" in captured.err
 
 
+def finished(summary):
+    """Whether the run of ``summary`` (its ``summary.json``, written atomically) has completed."""
+    return summary.exists() and json.loads(summary.read_text())["status"] == "completed"
+
+
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     """The acceptance test: kill the sweep once its first trial has finished, rerun it, and
     get the table of an uninterrupted sweep, the finished trial untouched."""
@@ -78,11 +83,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     first = tmp_path / "killed" / "biohsic" / "lr=0.001" / "summary.json"
     deadline = time.monotonic() + 600
-    while not first.exists() and killed.poll() is None and time.monotonic() < deadline:
+    while not finished(first) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    assert first.exists(), "the sweep ended before its first trial finished"
+    assert finished(first), "the sweep ended before its first trial finished"
     stamp = first.stat().st_mtime_ns
     assert not (tmp_path / "killed" / "sweep.csv").exists(), "the sweep finished before it was killed"
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint(tmp_path, small_xor):
 @pytest.mark.slow
 def test_a_folder_with_other_settings_stops_the_sweep_before_any_training(tmp_path, small_xor):
     sw.sweep(BASE, "bp", {"lr": (1e-2,)}, tmp_path, log=quiet)
-    with pytest.raises(CheckpointError, match="other settings \\(seeds\\)"):
+    with pytest.raises(CheckpointError, match="other settings \\(--seeds: 2 saved, 3 given\\)"):
         sw.sweep(dataclasses.replace(BASE, seeds=3), "bp", {"lr": (1e-3, 1e-2)}, tmp_path, log=quiet)
     assert not (tmp_path / "bp" / "lr=0.001").exists()
 
@@ -246,6 +247,9 @@ def ray_cluster(monkeypatch):
     finally:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
+        pointer = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # what `ray stop` would remove
+        if pointer.exists() and pointer.read_text().strip().endswith(f":{port}"):
+            pointer.unlink()
 
 
 @pytest.mark.slow
