@@ -6,7 +6,6 @@ Nesterov momentum on minibatches of 32, in a hand-written loop, then the library
 
     python examples/backprop.py                 # ~10 s
 """
-import dataclasses
 import sys
 
 import torch
@@ -21,7 +20,7 @@ from biohsic.train import evaluate
 def main(quick: bool = False) -> float:
     data = load_task("digits")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:200], y_train=data.y_train[:200])
+        data = data.first_training_samples(200)
     epochs = 1 if quick else 15
     config = TrainConfig(task="digits", rule="bp", batch_size=32, epochs=epochs).resolved()
     network = Network([data.n_features, 32, 16, data.n_classes], seeds=[0])

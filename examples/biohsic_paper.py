@@ -6,7 +6,6 @@ digits, how well ξ points along the exact g_N, then trains the same network wit
 
     python examples/biohsic_paper.py            # ~40 s
 """
-import dataclasses
 import sys
 
 import torch
@@ -30,7 +29,7 @@ def main(quick: bool = False) -> dict[str, float]:
         cosines.append(F.cosine_similarity(exact, paper, dim=0))
     print(f"cosine(ξ, g_N) over 50 windows: median {torch.stack(cosines).median().item():.2f}")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:200], y_train=data.y_train[:200])
+        data = data.first_training_samples(200)
     accuracies = {}
     for kind in ("exact", "paper"):
         config = TrainConfig(task="digits", modulator=kind, epochs=1 if quick else 4)

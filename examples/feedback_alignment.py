@@ -7,7 +7,6 @@ before and after training (90° is no alignment).
 
     python examples/feedback_alignment.py       # ~15 s
 """
-import dataclasses
 import math
 import sys
 
@@ -26,7 +25,7 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
 def main(quick: bool = False) -> dict[str, float]:
     data = load_task("digits")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:200], y_train=data.y_train[:200])
+        data = data.first_training_samples(200)
     accuracies = {}
     for rule in ("fa", "dfa"):
         trainer = Trainer(TrainConfig(task="digits", rule=rule, lr=3e-3, epochs=1 if quick else 15), dataset=data)

@@ -6,7 +6,6 @@ the bottleneck squeezes the first and keeps the second.
 
     python examples/hsic_bottleneck.py          # ~30 s
 """
-import dataclasses
 import sys
 
 from biohsic import TrainConfig, Trainer
@@ -16,7 +15,7 @@ from biohsic.data import load_task
 def main(quick: bool = False) -> dict[str, float]:
     data = load_task("digits")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:200], y_train=data.y_train[:200])
+        data = data.first_training_samples(200)
     accuracies = {}
     for normalized in (False, True):
         config = TrainConfig(task="digits", rule="hsic", hsic_normalized=normalized, batch_size=64,

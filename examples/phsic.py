@@ -4,7 +4,6 @@ running kernel means (``phsic-stream``), on the XOR task.
 
     python examples/phsic.py                    # ~20 s
 """
-import dataclasses
 import sys
 
 from biohsic import TrainConfig, Trainer
@@ -14,7 +13,7 @@ from biohsic.data import load_task
 def main(quick: bool = False) -> dict[str, float]:
     data = load_task("xor")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
+        data = data.first_training_samples(120)
     accuracies = {}
     for rule, extra in (("phsic", dict(batch_size=32, lr=1e-2)), ("phsic-stream", dict(phsic_horizon=100))):
         config = TrainConfig(task="xor", rule=rule, gamma=2.0, phsic_kernel="gaussian", phsic_sigma=5.0,

@@ -19,7 +19,7 @@ from biohsic.data import load_task
 def main(quick: bool = False) -> float:
     data = load_task("digits")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:200], y_train=data.y_train[:200])
+        data = data.first_training_samples(200)
     order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(1))
     fit, held_out = order[len(order) // 5:], order[:len(order) // 5]
     tuning = dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit],

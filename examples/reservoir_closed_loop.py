@@ -21,7 +21,7 @@ from biohsic.reservoir.study import LearnSettings, StreamSettings, train_apriori
 def main(quick: bool = False) -> float:
     data = load_task("xor")
     if quick:
-        data = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
+        data = data.first_training_samples(120)
     run = TrainConfig(task="xor", modulator="reservoir", epochs=1 if quick else 3).resolved()
     folder = Path(tempfile.mkdtemp(prefix="biohsic-reservoirs-"))
     for layer, width in enumerate(run.hidden):

@@ -93,7 +93,7 @@ def test_leaky_rule_presents_each_sample_for_t_steps_and_refreshes_the_newest_sl
 def test_leaky_training_runs_and_is_reproducible():
     cfg = TrainConfig(task="xor", hidden=(6, 4), epochs=1, neuron="leaky", steps_per_sample=4)
     data = load_task("xor")
-    data = dataclasses.replace(data, x_train=data.x_train[:80], y_train=data.y_train[:80])
+    data = data.first_training_samples(80)
     a = Trainer(cfg, dataset=data).run()
     b = Trainer(cfg, dataset=data).run()
     assert a["per_model"] == b["per_model"]

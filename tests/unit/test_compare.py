@@ -10,9 +10,7 @@ import pytest
 
 from biohsic import compare as cmp
 from biohsic import sweep as sw
-from biohsic import train as train_module
 from biohsic.config import TrainConfig
-from biohsic.data import load_task
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
 from biohsic.rules import RULES
 from biohsic.train import Trainer
@@ -21,15 +19,6 @@ pytestmark = pytest.mark.slow  # end-to-end runs of the command line / trainer
 
 BASE = TrainConfig(task="xor", epochs=1, hidden=(4, 3), window=4, seeds=2)
 RULE_SET = "biohsic,biohsic:paper,bp,readout"
-
-
-@pytest.fixture
-def small_xor(monkeypatch):
-    """Runs load a 120-sample xor training set (fast streaming rules)."""
-    data = load_task("xor")
-    small = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
-    monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
-    return small
 
 
 def quiet(message):

@@ -2,7 +2,6 @@
 model (biohsic.nonfinite), and the trainer's message and summary with advice that fits."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ FAST = dict(task="xor", epochs=1, hidden=(6, 4), window=4, val_fraction=0.0)  # 
 @pytest.fixture(scope="module")
 def small_xor():
     data = load_task("xor")
-    return dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
+    return data.first_training_samples(120)
 
 
 def k_models(*values):

@@ -4,7 +4,6 @@ position of the checkpoints changes no number; everything is checked against the
 before any work."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -27,7 +26,7 @@ TIMING = ("wall_seconds", "samples_per_second")
 @pytest.fixture(scope="module")
 def small_xor():
     data = load_task("xor")
-    return dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
+    return data.first_training_samples(120)
 
 
 class Killed(BaseException):

@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 
 from biohsic import sweep as sw
-from biohsic import train as train_module
 from biohsic.config import TrainConfig
-from biohsic.data import load_task
 from biohsic.errors import CheckpointError, ConfigError
 from biohsic.train import Trainer
 
@@ -29,15 +27,6 @@ GRID = {"window": (2, 4), "lr": (1e-3, 1e-2)}
 
 def quiet(message):
     """A log that drops its messages."""
-
-
-@pytest.fixture
-def small_xor(monkeypatch):
-    """Runs in this process load a 120-sample xor training set."""
-    data = load_task("xor")
-    small = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
-    monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
-    return small
 
 
 # --- grids --------------------------------------------------------------------------------

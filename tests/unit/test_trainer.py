@@ -1,5 +1,4 @@
 """The training loop: reproducibility, resuming, K seeds side by side, divergence."""
-import dataclasses
 import json
 
 import pytest
@@ -15,7 +14,7 @@ FAST = dict(task="xor", epochs=2, hidden=(6, 4), window=4)
 
 def small_xor(n_train=120):
     data = load_task("xor")
-    return dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    return data.first_training_samples(n_train)
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def use_data(monkeypatch, data):
 @pytest.fixture
 def small_xor(monkeypatch):
     data = load_task("xor")
-    small = dataclasses.replace(data, x_train=data.x_train[:160], y_train=data.y_train[:160])
+    small = data.first_training_samples(160)
     use_data(monkeypatch, small)
     return small
 

@@ -9,7 +9,7 @@ from ..compare import compare, markdown_table, tune
 from ..config import TrainConfig
 from ..rules import RULES
 from ..sweep import ALL, all_labels, log_line, parse_grid
-from .options import add_executor_options, add_setting, add_train_options, executor_from_args, run_config
+from .options import add_many_runs_options, add_train_options, executor_from_args, run_config
 
 COMMAND_HELP = """Train every rule of --rules on one task, --seeds models each (side by side, one run
 per rule, in OUT/<label>/), then print and write a table: OUT/compare.md, OUT/compare.csv
@@ -40,12 +40,9 @@ def add_compare_command(commands) -> None:
     add_train_options(parser)
     add = parser.add_argument
     add("--rules", default=ALL, help=RULES_HELP.format(names=", ".join(RULES), all=",".join(all_labels())))
-    add_setting(parser, "--seed", type=int, help="seed of the first model (default 0)")
-    add_setting(parser, "--seeds", type=int, help="models per rule, seeds seed..seed+K-1 (default 5)")
     add("--tune", action="append", nargs="?", const="", metavar="NAME=V1,V2,…", help=TUNE_HELP)
-    add("--out", help="output folder (default runs/compare-<task>); runs already there are reused")
-    add("--no-progress", action="store_true", help="no progress bars")
-    add_executor_options(parser)
+    add_many_runs_options(parser, models_per="rule", default_seeds=5,
+                          out_help="output folder (default runs/compare-<task>); runs already there are reused")
     parser.set_defaults(func=cmd_compare)
 
 

@@ -128,6 +128,18 @@ def run_config(args: argparse.Namespace, command_defaults: Mapping[str, Any] | N
     return config, sources
 
 
+def add_many_runs_options(parser: argparse.ArgumentParser, *, models_per: str, default_seeds: int,
+                          out_help: str, progress_help: str = "no progress bars") -> None:
+    """The options ``compare`` and ``sweep`` share: the seeds of each trial, the output
+    folder, progress bars, and where the trials run."""
+    add_setting(parser, "--seed", type=int, help="seed of the first model (default 0)")
+    add_setting(parser, "--seeds", type=int,
+                help=f"models per {models_per}, seeds seed..seed+K-1 (default {default_seeds})")
+    parser.add_argument("--out", help=out_help)
+    parser.add_argument("--no-progress", action="store_true", help=progress_help)
+    add_executor_options(parser)
+
+
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where the trials of ``sweep`` and ``compare`` run."""
     group = parser.add_argument_group(

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..rules import RULES
 from ..sweep import parse_grid, rule_label, sweep, sweep_markdown
-from .options import add_executor_options, add_setting, add_train_options, executor_from_args, run_config
+from .options import add_many_runs_options, add_train_options, executor_from_args, run_config
 
 COMMAND_HELP = """Train every rule of --rules at every point of the grid (the product of the
 --grid options), --seeds models per trial side by side, each trial an ordinary run folder
@@ -37,11 +37,9 @@ def add_sweep_command(commands) -> None:
     add("--grid", action="append", default=[], metavar="NAME=V1,V2,…", help=GRID_HELP)
     add("--rules", help=f"comma-separated rule labels ({', '.join(RULES)}, biohsic:paper, or 'all'; default: "
                         "the run's rule, biohsic)")
-    add_setting(parser, "--seed", type=int, help="seed of the first model (default 0)")
-    add_setting(parser, "--seeds", type=int, help="models per trial, seeds seed..seed+K-1 (default 3)")
-    add("--out", help="output folder (default runs/sweep-<task>); trials already there are reused")
-    add("--no-progress", action="store_true", help="no progress bars (trials running at once never show them)")
-    add_executor_options(parser)
+    add_many_runs_options(parser, models_per="trial", default_seeds=3,
+                          out_help="output folder (default runs/sweep-<task>); trials already there are reused",
+                          progress_help="no progress bars (trials running at once never show them)")
     parser.set_defaults(func=cmd_sweep)
 
 

@@ -60,6 +60,10 @@ class Dataset:
         """d, the length of one flattened input."""
         return self.x_train.shape[1]
 
+    def first_training_samples(self, n: int) -> "Dataset":
+        """The same dataset with only its first ``n`` training samples (a quick run)."""
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
+
     @property
     def has_validation(self) -> bool:
         """True once a validation set has been carved (it may be empty: fraction 0)."""

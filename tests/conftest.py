@@ -1,0 +1,15 @@
+"""Fixtures shared by the test folders."""
+from __future__ import annotations
+
+import pytest
+
+from biohsic import train as train_module
+from biohsic.data import load_task
+
+
+@pytest.fixture
+def small_xor(monkeypatch):
+    """Runs in this process train on the first 120 of xor's training samples (fast streaming rules)."""
+    small = load_task("xor").first_training_samples(120)
+    monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
+    return small
