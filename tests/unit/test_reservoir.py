@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
-from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
+from biohsic.reservoir import DeltaRule, Reservoir, ReservoirConfig
 from biohsic.reservoir.study import (LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
                                      reservoir_memory_capacity, train_apriori, write_capacity)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..compare import compare, markdown_table, tune
-from ..config import TrainConfig
 from ..rules import RULES
 from ..sweep import ALL, all_labels, log_line, parse_grid
-from .options import add_many_runs_options, add_train_options, executor_from_args, run_config
+from .options import add_many_runs_options, output_folder, add_train_options, executor_from_args, run_config
 
 COMMAND_HELP = """Train every rule of --rules on one task, --seeds models each (side by side, one run
 per rule, in OUT/<label>/), then print and write a table: OUT/compare.md, OUT/compare.csv
@@ -29,10 +27,6 @@ TUNE_HELP = ("tune each rule on the validation set before the table: --tune alon
              "gives one grid to every rule (batch_size is dropped for streaming rules)")
 
 
-def default_out(config: TrainConfig) -> Path:
-    return Path("runs") / f"compare-{config.task}"
-
-
 def add_compare_command(commands) -> None:
     """Add the ``compare`` sub-command to the ``biohsic`` parser's sub-parsers."""
     parser = commands.add_parser("compare", help="every rule × K seeds on one task: a table and learning curves",
@@ -48,7 +42,7 @@ def add_compare_command(commands) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     base, sources = run_config(args, command_defaults={"seeds": 5})
-    out = Path(args.out) if args.out else default_out(base)
+    out = output_folder(args, "compare", base)
     grid = None
     if args.tune is not None:
         given = [text for text in args.tune if text]

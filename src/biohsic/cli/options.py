@@ -8,6 +8,7 @@ A run option that is not given stays out of the parsed arguments (its argparse d
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
@@ -138,6 +139,11 @@ def add_many_runs_options(parser: argparse.ArgumentParser, *, models_per: str, d
     parser.add_argument("--out", help=out_help)
     parser.add_argument("--no-progress", action="store_true", help=progress_help)
     add_executor_options(parser)
+
+
+def output_folder(args: argparse.Namespace, command: str, config: TrainConfig) -> Path:
+    """``--out``, or ``runs/<command>-<task>``."""
+    return Path(args.out) if args.out else Path("runs") / f"{command}-{config.task}"
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..config import TrainConfig
 from ..rules import RULES
 from ..sweep import parse_grid, rule_label, sweep, sweep_markdown
-from .options import add_many_runs_options, add_train_options, executor_from_args, run_config
+from .options import add_many_runs_options, output_folder, add_train_options, executor_from_args, run_config
 
 COMMAND_HELP = """Train every rule of --rules at every point of the grid (the product of the
 --grid options), --seeds models per trial side by side, each trial an ordinary run folder
@@ -22,10 +20,6 @@ validation columns; the test columns are for reporting."""
 GRID_HELP = ("NAME=V1,V2,…: sweep run option NAME (a key of config.json, e.g. window, lr, batch_size, gamma; "
              "- may stand for _) over the values; list values join their items with / (hidden=128/64,256/128); "
              "several --grid options make a product")
-
-
-def default_out(config: TrainConfig) -> Path:
-    return Path("runs") / f"sweep-{config.task}"
 
 
 def add_sweep_command(commands) -> None:
@@ -46,7 +40,7 @@ def add_sweep_command(commands) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     base, sources = run_config(args, command_defaults={"seeds": 3})
     grid = parse_grid(args.grid)
-    out = Path(args.out) if args.out else default_out(base)
+    out = output_folder(args, "sweep", base)
     rules = args.rules or rule_label(base.rule, base.modulator)
     with executor_from_args(args) as executor:
         results = sweep(base, rules, grid, out, executor=executor, sources=sources, download=args.download,
