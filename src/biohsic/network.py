@@ -1,9 +1,15 @@
-"""Thin ``nn.Module`` wrappers over :mod:`biohsic.functional.layers`.
+"""Thin ``nn.Module`` wrappers over :mod:`biohsic.functional.layers` and
+:mod:`biohsic.functional.conv`.
 
-Every parameter carries a leading *model* dimension K: ``weight`` is ``(K, out, in)``,
-so K independent networks (one per seed) train as one batched computation. Model k is
-initialised from its own seed, so a network is the same whether it is trained alone or
-beside others.
+Every parameter carries a leading *model* dimension K: ``weight`` is ``(K, out, in)`` (or
+``(K, out, in, k, k)`` for a convolution), so K independent networks (one per seed) train
+as one batched computation. Model k is initialised from its own seed, so a network is the
+same whether it is trained alone or beside others.
+
+A network is an MLP of ``sizes`` or built from an ``--arch`` spec
+(:mod:`biohsic.architecture`). Activities travel flattened, ``(K, B, d)``; a layer that
+pools its input (the map of the layer below) does so itself, so each layer's z is its output
+before pooling.
 """
 from __future__ import annotations
 
@@ -13,30 +19,65 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .architecture import ConvSpec, plan_architecture
+from .errors import ConfigError
+from .functional.conv import ConvGeometry, avg_pool, avg_pool_transpose, conv_forward, conv_input_grad, conv_local_grad
 from .functional.layers import (HiddenCache, dense, hidden_drive_grad, hidden_forward, hidden_local_grad, leaky_step,
                                 prediction_steps, rectify_normalize)
 from .seeding import seeded_generator
 
 
-def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """PyTorch's default ``nn.Linear`` initialisation, U(-1/√in, 1/√in), one generator per model."""
-    bound = 1.0 / math.sqrt(n_in)
+def init_uniform(seeds: Sequence[int], shape: Sequence[int], salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """PyTorch's default initialisation of ``nn.Linear`` and ``nn.Conv2d``, U(-1/√fan_in, 1/√fan_in)
+    for a weight of ``shape`` = (out, …) (fan_in: the product of the rest) and its bias (out,),
+    one generator per model: weights ``(K, *shape)``, biases ``(K, out)``."""
+    bound = 1.0 / math.sqrt(math.prod(shape[1:]))
     weights, biases = [], []
     for seed in seeds:
         gen = seeded_generator(seed, salt)
-        weights.append((torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
-        biases.append((torch.rand(n_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        weights.append((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        biases.append((torch.rand(shape[0], generator=gen, dtype=torch.float64) * 2 - 1) * bound)
     return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
 
 
-class Dense(nn.Module):
-    """A weight ``(K, out, in)`` and a bias ``(K, out)``, initialised by :func:`init_dense`."""
+def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """:func:`init_uniform` of a dense weight ``(out, in)``: U(-1/√in, 1/√in)."""
+    return init_uniform(seeds, (n_out, n_in), salt, dtype)
 
-    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32):
+
+class InputPooling(nn.Module):
+    """The average pooling ``factor``×``factor`` a layer applies to the map ``shape`` (C, H, W) it
+    receives (factor 1: none, the input passes unchanged)."""
+
+    def __init__(self, shape: Sequence[int] = (), factor: int = 1):
+        super().__init__()
+        self.shape, self.factor = tuple(shape), int(factor)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return a if self.factor == 1 else avg_pool(a, self.shape, self.factor)
+
+    def transpose(self, g: Tensor) -> Tensor:
+        """The gradient with respect to the unpooled input, from that of the pooled one."""
+        return g if self.factor == 1 else avg_pool_transpose(g, self.shape, self.factor)
+
+
+class Dense(nn.Module):
+    """A weight ``(K, out, in)`` and a bias ``(K, out)``, initialised by :func:`init_dense`, on
+    an input pooled by ``pooling`` (default: none)."""
+
+    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32,
+                 pooling: InputPooling | None = None):
         super().__init__()
         weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
+        self.pooling = pooling or InputPooling()
+
+    def input_grad(self, delta: Tensor, weight: Tensor) -> Tensor:
+        r"""The drive's error ``delta`` ``(K, B, out)`` sent back to the (unpooled) input through
+        ``weight`` in place of W, :math:`\mathrm{pool}^\top(\delta\, W)` (feedback alignment's
+        fixed ``weight``; back-propagation would use W)."""
+        return self.pooling.transpose(delta @ weight)
 
 
 class HiddenLayer(Dense):
@@ -54,8 +95,9 @@ class HiddenLayer(Dense):
         return self.weight.shape[-2]
 
     def forward_cache(self, a: Tensor) -> HiddenCache:
-        """The forward pass with what the local update needs (``a`` is ``(K, B, in)``)."""
-        return hidden_forward(a, self.weight, self.bias)
+        """The forward pass with what the local update needs (``a`` is ``(K, B, in)``; the
+        cache's input is ``a`` after the layer's pooling)."""
+        return hidden_forward(self.pooling(a), self.weight, self.bias)
 
     def local_grad(self, cache: HiddenCache, signal: Tensor, presynaptic: Tensor | None = None,
                    bias_trace: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -78,32 +120,99 @@ class HiddenLayer(Dense):
         return HiddenCache(a, u, z, inv_std)
 
 
+class ConvLayer(nn.Module):
+    r"""Convolution → ReLU → LayerNorm over the whole map (no affine parameters),
+    :math:`z = \mathrm{LN}(\mathrm{relu}(W \ast \mathrm{pool}(a) + b))`, K models side by side: weight
+    ``(K, O, C, k, k)``, bias ``(K, O)``, initialised as ``nn.Conv2d`` (:func:`init_uniform`).
+    The same interface as :class:`HiddenLayer` (see there); its z is the flattened output map."""
+
+    def __init__(self, geometry: ConvGeometry, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32,
+                 pooling: InputPooling | None = None):
+        super().__init__()
+        self.geometry = geometry
+        channels = geometry.in_shape[0]
+        weight, bias = init_uniform(seeds, (geometry.out_channels, channels, geometry.kernel, geometry.kernel),
+                                    salt, dtype)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.pooling = pooling or InputPooling()
+
+    @property
+    def width(self) -> int:
+        """The size of the layer's output z (one sample's map, flattened)."""
+        return math.prod(self.geometry.out_shape)
+
+    def forward_cache(self, a: Tensor) -> HiddenCache:
+        """The forward pass with what the local update needs (``a`` is ``(K, B, C·H·W)``
+        before the layer's pooling)."""
+        return conv_forward(self.pooling(a), self.weight, self.bias, self.geometry)
+
+    def local_grad(self, cache: HiddenCache, signal: Tensor, presynaptic: Tensor | None = None,
+                   bias_trace: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The gradients of ``(weight, bias)`` for the signal ``(K, B, width)``
+        (:func:`~biohsic.functional.conv.conv_local_grad`); rate units only."""
+        if presynaptic is not None or bias_trace is not None:
+            raise ConfigError("convolutional layers are rate units; --neuron leaky needs an MLP (--hidden)")
+        return conv_local_grad(cache, signal, self.geometry)
+
+    def drive_grad(self, cache: HiddenCache, signal: Tensor) -> Tensor:
+        """The post-synaptic factor δ = ∂L/∂u (:func:`~biohsic.functional.layers.hidden_drive_grad`)."""
+        return hidden_drive_grad(cache, signal)
+
+    def input_grad(self, delta: Tensor, weight: Tensor) -> Tensor:
+        r"""The drive's error ``delta`` ``(K, B, width)`` sent back to the (unpooled) input map
+        through the kernels ``weight`` in place of W: :math:`\mathrm{pool}^\top(W^\top \star \delta)`
+        (:func:`~biohsic.functional.conv.conv_input_grad`)."""
+        return self.pooling.transpose(conv_input_grad(delta, weight, self.geometry))
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.forward_cache(a).out
+
+
 class Readout(Dense):
-    r"""The linear readout :math:`o = W z + b` (logits)."""
+    r"""The linear readout :math:`o = W\,\mathrm{pool}(z) + b` (logits)."""
+
+    def features(self, z: Tensor) -> Tensor:
+        """What the readout's weights meet: the last hidden layer's z after the readout's pooling."""
+        return self.pooling(z)
 
     def forward(self, z: Tensor) -> Tensor:
-        return dense(z, self.weight, self.bias)
+        return dense(self.features(z), self.weight, self.bias)
 
 
 class Network(nn.Module):
     """A feed-forward network of hidden layers and a readout, K models side by side.
 
-    ``sizes = (d_in, h_1, ..., h_{L-1}, classes)``; ``seeds`` has one entry per model.
+    An MLP: ``sizes = (d_in, h_1, ..., h_{L-1}, classes)``. With ``architecture`` (an
+    ``--arch`` spec or name, :mod:`biohsic.architecture`): ``sizes = (d_in, classes)``, inputs
+    are images of ``input_shape`` (C, H, W) flattened, and :attr:`sizes` becomes ``(d_in,
+    width_1, …, classes)`` with each hidden layer's z size. ``seeds`` has one entry per model.
     Inputs are ``(K, B, d_in)`` (or ``(B, d_in)``, shared by all models); outputs ``(K, B, classes)``.
+    Layer l (from 0) is initialised from salt l, the readout from salt L-1.
     """
 
-    def __init__(self, sizes: Sequence[int], seeds: Sequence[int] = (0,), dtype: torch.dtype = torch.float32):
+    def __init__(self, sizes: Sequence[int], seeds: Sequence[int] = (0,), dtype: torch.dtype = torch.float32, *,
+                 architecture: str | None = None, input_shape: Sequence[int] | None = None):
         super().__init__()
         if len(sizes) < 2:
             raise ValueError(f"a network needs at least an input and an output size, got {list(sizes)}")
         if not seeds:
             raise ValueError("a network needs at least one seed (one model)")
-        self.sizes = tuple(int(s) for s in sizes)
         self.seeds = tuple(int(s) for s in seeds)
-        self.hidden = nn.ModuleList(
-            HiddenLayer(n_in, n_out, self.seeds, salt=i, dtype=dtype)
-            for i, (n_in, n_out) in enumerate(zip(self.sizes[:-2], self.sizes[1:-1])))
-        self.readout = Readout(self.sizes[-2], self.sizes[-1], self.seeds, salt=len(self.hidden), dtype=dtype)
+        self.architecture = architecture
+        if architecture is None:
+            sizes = tuple(int(s) for s in sizes)
+            self.hidden = nn.ModuleList(
+                HiddenLayer(n_in, n_out, self.seeds, salt=i, dtype=dtype)
+                for i, (n_in, n_out) in enumerate(zip(sizes[:-2], sizes[1:-1])))
+            self.readout = Readout(sizes[-2], sizes[-1], self.seeds, salt=len(self.hidden), dtype=dtype)
+        else:
+            if len(sizes) != 2 or input_shape is None or math.prod(input_shape) != sizes[0]:
+                raise ValueError(f"a network of --arch {architecture} takes sizes (d_in, classes) and the input_shape "
+                                 f"of d_in inputs, got sizes {list(sizes)} and input_shape {input_shape}")
+            self.hidden, self.readout = architecture_layers(architecture, tuple(input_shape), int(sizes[-1]),
+                                                            self.seeds, dtype)
+        self.sizes = (int(sizes[0]), *(layer.width for layer in self.hidden), int(sizes[-1]))
 
     @property
     def n_models(self) -> int:
@@ -121,9 +230,9 @@ class Network(nn.Module):
         return caches
 
     def readout_input(self, x: Tensor, caches: list[HiddenCache]) -> Tensor:
-        """What the readout sees: the last hidden layer's output, or the input itself when
-        the network has no hidden layer."""
-        return caches[-1].out if caches else self.expand(x)
+        """What the readout's weights meet: the last hidden layer's output (after the
+        readout's pooling), or the input itself when the network has no hidden layer."""
+        return self.readout.features(caches[-1].out) if caches else self.expand(x)
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Each hidden layer's output z_1 … z_{L-1} for a batch."""
@@ -166,3 +275,22 @@ class Network(nn.Module):
             if step >= steps - averaged:
                 total = total + state[-1]
         return total / averaged
+
+
+def architecture_layers(architecture: str, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int],
+                        dtype: torch.dtype) -> tuple[nn.ModuleList, Readout]:
+    """The hidden layers and the readout of ``architecture`` on inputs of ``input_shape``
+    (:func:`biohsic.architecture.plan_architecture`), layer l initialised from salt l."""
+    *planned_hidden, planned_readout = plan_architecture(architecture, input_shape, n_classes)
+    hidden = nn.ModuleList()
+    for salt, planned in enumerate(planned_hidden):
+        pooling = InputPooling(planned.in_shape, planned.pool)
+        spec = planned.spec
+        if isinstance(spec, ConvSpec):
+            geometry = ConvGeometry(planned.pooled_shape, spec.channels, spec.kernel, spec.stride, spec.padding)
+            hidden.append(ConvLayer(geometry, seeds, salt, dtype, pooling))
+        else:
+            hidden.append(HiddenLayer(math.prod(planned.pooled_shape), spec.width, seeds, salt, dtype, pooling))
+    readout = Readout(math.prod(planned_readout.pooled_shape), n_classes, seeds, len(hidden), dtype,
+                      InputPooling(planned_readout.in_shape, planned_readout.pool))
+    return hidden, readout
