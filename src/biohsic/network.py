@@ -170,14 +170,15 @@ class ConvLayer(nn.Module):
 
 
 class Readout(Dense):
-    r"""The linear readout :math:`o = W\,\mathrm{pool}(z) + b` (logits)."""
+    r"""The linear readout :math:`o = W f + b` (logits) of its features :math:`f = \mathrm{pool}(z)`
+    (:meth:`features`: the last hidden layer's z after the readout's pooling)."""
 
     def features(self, z: Tensor) -> Tensor:
         """What the readout's weights meet: the last hidden layer's z after the readout's pooling."""
         return self.pooling(z)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return dense(self.features(z), self.weight, self.bias)
+    def forward(self, features: Tensor) -> Tensor:
+        return dense(features, self.weight, self.bias)
 
 
 class Network(nn.Module):
@@ -242,7 +243,7 @@ class Network(nn.Module):
         a = self.expand(x)
         for layer in self.hidden:
             a = layer(a)
-        return self.readout(a)
+        return self.readout(self.readout.features(a))
 
     def leaky_step(self, x: Tensor, state: list[Tensor] | None, *, dt: float,
                    tau: float) -> tuple[list[HiddenCache], list[Tensor]]:
@@ -262,7 +263,7 @@ class Network(nn.Module):
         for layer, u in zip(self.hidden, state):
             caches.append(layer.leaky_cache(a, u, dt=dt, tau=tau))
             a = caches[-1].out
-        output = leaky_step(state[-1], self.readout(a), dt=dt, tau=tau)
+        output = leaky_step(state[-1], self.readout(self.readout.features(a)), dt=dt, tau=tau)
         return caches, [cache.drive for cache in caches] + [output]
 
     def simulate(self, x: Tensor, *, steps: int, dt: float, tau: float) -> Tensor:

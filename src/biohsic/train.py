@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .architecture import parameter_count, plan_architecture
 from .config import DTYPES, TrainConfig, require_memory, saved_default
 from .data import Dataset, load_task, split_validation
 from .engine import EagerEngine, Engine
@@ -115,19 +116,45 @@ def _progress(total: int, description: str, enabled: bool):
     return tqdm(total=total, desc=description, unit="sample", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def layer_widths(config: TrainConfig, data: Dataset) -> tuple[list[int], int]:
+    """The size of each hidden layer's z and the number of parameters of one model, for the
+    network of ``config`` (``--arch`` or the MLP of ``--hidden``) on ``data``; a one-line
+    :class:`~biohsic.errors.ConfigError` when the architecture does not fit the inputs."""
+    if config.arch is not None:
+        planned = plan_architecture(config.arch, data.input_shape, data.n_classes)
+        return [layer.width for layer in planned[:-1]], parameter_count(planned)
+    sizes = [data.n_features, *config.hidden, data.n_classes]
+    return list(config.hidden), sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
+
+def build_network(config: TrainConfig, data: Dataset, seeds: list[int], dtype: torch.dtype) -> Network:
+    """The network of ``config`` for ``data``: the ``--arch`` network on its images, or the MLP of ``--hidden``."""
+    if config.arch is not None:
+        return Network((data.n_features, data.n_classes), seeds, dtype=dtype, architecture=config.arch,
+                       input_shape=data.input_shape)
+    return Network([data.n_features, *config.hidden, data.n_classes], seeds, dtype=dtype)
+
+
 def memory_needed(config: TrainConfig, data: Dataset) -> int:
     """Bytes of the run's large allocations, roughly: the parameters with their gradients and
     AdamW's two moments, the working memory of a modulated rule (K·(2 + L) kernel matrices
     N×N and the remembered samples) and the HSIC probe (``EVAL_WINDOWS`` windows of N test
     samples, their kernels and every model's layer outputs)."""
-    k, n, layers = config.seeds, config.window, len(config.hidden)
-    sizes = [data.n_features, *config.hidden, data.n_classes]
-    elements = 4 * k * sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    widths, parameters = layer_widths(config, data)
+    k, n, layers = config.seeds, config.window, len(widths)
+    elements = 4 * k * parameters
     if RULES[config.rule].modulated:
-        elements += k * (n * (data.n_features + data.n_classes + sum(config.hidden)) + (2 + layers) * n * n)
+        elements += k * (n * (data.n_features + data.n_classes + sum(widths)) + (2 + layers) * n * n)
     probe = min(n, len(data.x_test))
-    elements += EVAL_WINDOWS * probe * (data.n_features + data.n_classes + k * sum(config.hidden) + (2 + 3 * k) * probe)
+    elements += EVAL_WINDOWS * probe * (data.n_features + data.n_classes + k * sum(widths) + (2 + 3 * k) * probe)
     return elements * DTYPES[config.dtype].itemsize
+
+
+def evaluation_batch(network: Network, limit: int = 8192, budget: int = 2**25) -> int:
+    """Samples per forward pass when scoring a data set: at most ``limit``, and few enough that
+    the K models' hidden activities (drive, rectified and normalised maps) stay within about
+    ``budget`` elements."""
+    return max(1, min(limit, budget // (3 * network.n_models * max(1, sum(network.sizes[1:-1])))))
 
 
 def check_run_fits(config: TrainConfig, data: Dataset) -> None:
@@ -147,8 +174,8 @@ def check_run_fits(config: TrainConfig, data: Dataset) -> None:
         require(config.batch_size <= n_train, f"--batch-size {config.batch_size} is larger than the {data.name} "
                 f"training set ({n_train} samples), so an epoch would have no step; choose at most {n_train}")
     require_memory(memory_needed(config, data), config.device,
-                   f"this run (--window {config.window}, --seeds {config.seeds}, --hidden "
-                   f"{','.join(map(str, config.hidden))})", "lower --window, --seeds or --hidden")
+                   f"this run (--window {config.window}, --seeds {config.seeds}, {config.network_label()})",
+                   "lower --window, --seeds, --hidden or the channels of --arch")
 
 
 @dataclass
@@ -232,8 +259,8 @@ class Trainer:
         self.onehot_train = F.one_hot(self.y_train, self.data.n_classes).to(self.dtype)
         self.onehot_test = F.one_hot(self.y_test, self.data.n_classes).to(self.dtype)
         self.seeds = [cfg.seed + k for k in range(cfg.seeds)]
-        sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
-        self.network = Network(sizes, self.seeds, dtype=self.dtype).to(self.device)
+        self.network = build_network(cfg, self.data, self.seeds, self.dtype).to(self.device)
+        self.eval_batch = evaluation_batch(self.network)
         self.rule: Rule = build_rule(self.network, cfg)
         self.optimizer = make_optimizer(self.rule.trainable_parameters(), cfg)
         self.engine: Engine = EagerEngine(self.rule, self.optimizer)
@@ -359,7 +386,7 @@ class Trainer:
             splits["val"] = (self.x_val, self.y_val)
         per_model: dict[str, list[float]] = {}
         for split, (x, labels) in splits.items():
-            accuracy, loss = evaluate(self.network, x, labels, predict=self.predict)
+            accuracy, loss = evaluate(self.network, x, labels, batch=self.eval_batch, predict=self.predict)
             per_model.update({f"{split}_accuracy": accuracy.tolist(), f"{split}_loss": loss.tolist()})
         per_model.update(online)
         hx, hy = hsic_probe(self.network, self.x_test, self.onehot_test, self.windows, cfg.sigmas)
@@ -541,5 +568,5 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]
     return Trainer(config).run()
 
 
-__all__ = ["EpochTally", "Trainer", "check_run_fits", "differing_settings", "evaluate", "evaluation_windows", "hsic_probe",
+__all__ = ["EpochTally", "Trainer", "build_network", "check_run_fits", "differing_settings", "evaluate", "evaluation_windows", "hsic_probe",
            "load_dataset", "make_optimizer", "sample_order", "settings_mismatch", "train"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Mapping
 
+from ..architecture import NAMED_ARCHITECTURES
 from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
                       check_device)
 from ..data import TASKS
@@ -77,6 +78,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     add("--epochs", type=int, help="passes over the training set")
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
+    add("--arch", help="a convolutional network instead of the MLP of --hidden: a spec such as "
+                       "conv32-pool-conv64-pool-fc (convC[kK][sS][pP], pool[F], fcN, ending in the readout fc) "
+                       f"or a name ({', '.join(NAMED_ARCHITECTURES)}); see docs/convolutional.md")
     add("--modulator", choices=tuple(MODULATORS),
         help="modulatory signal: exact gradient (default), the authors' 'paper' signal, or a reservoir")
     add("--reservoir", help="--modulator reservoir: one trained reservoir file per hidden layer, comma-separated, "
