@@ -24,7 +24,7 @@ RESERVOIR_LEARNING = ("frozen", "delta", "force")
 
 #: The value a setting had, implicitly, in run folders saved before the setting existed
 #: (their ``config.json`` lacks it): before validation splits, all training data was trained on.
-VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"val_fraction": 0.0}
+VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"val_fraction": 0.0, "augment": False}
 
 #: Seeds (model and data seeds) lie in [0, SEED_LIMIT).
 SEED_LIMIT = 2**32
@@ -84,14 +84,17 @@ def require_finite(option: str, value: float, *, positive: bool = False) -> None
 #: paper's leaky units make 20 updates per sample. Digits (not in the paper) uses a narrow
 #: 32-16 network, where random hidden layers are poor, so that learning is visible (README).
 #: CIFAR-10's default network is an MLP; ``--arch paper-cnn`` (or ``--preset paper-cifar10``)
-#: is the paper's convolutional network.
+#: is the paper's convolutional network. CIFAR-10's training images are augmented (random
+#: crop and horizontal flip) unless ``--no-augment``; the other tasks' are not.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(hidden=(32, 16), window=8, gamma=10.0, sigmas=(0.5, 0.1, 1.0), lr=1e-3, epochs=15),
-    "linear": dict(hidden=(4,), window=10, gamma=10.0, sigmas=(0.5, 0.25, 1.0), lr=1e-3, epochs=25),
-    "xor": dict(hidden=(10, 4), window=10, gamma=10.0, sigmas=(0.3, 0.25, 2.0), lr=1e-3, epochs=25),
-    "mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25),
-    "fashion-mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25),
-    "cifar10": dict(hidden=(512, 256), window=6, gamma=50.0, sigmas=(1.0, 0.1, 0.5), lr=5e-5, epochs=50),
+    "digits": dict(hidden=(32, 16), window=8, gamma=10.0, sigmas=(0.5, 0.1, 1.0), lr=1e-3, epochs=15, augment=False),
+    "linear": dict(hidden=(4,), window=10, gamma=10.0, sigmas=(0.5, 0.25, 1.0), lr=1e-3, epochs=25, augment=False),
+    "xor": dict(hidden=(10, 4), window=10, gamma=10.0, sigmas=(0.3, 0.25, 2.0), lr=1e-3, epochs=25, augment=False),
+    "mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25, augment=False),
+    "fashion-mnist": dict(hidden=(128, 64), window=8, gamma=2.0, sigmas=(0.5, 0.1, 1.0), lr=1e-4, epochs=25,
+                          augment=False),
+    "cifar10": dict(hidden=(512, 256), window=6, gamma=50.0, sigmas=(1.0, 0.1, 0.5), lr=5e-5, epochs=50,
+                    augment=True),
 }
 
 
@@ -103,6 +106,7 @@ class TrainConfig:
     rule: str = "biohsic"
     hidden: tuple[int, ...] | None = None
     arch: str | None = None
+    augment: bool | None = None
     window: int | None = None
     gamma: float | None = None
     sigmas: tuple[float, float, float] | None = None

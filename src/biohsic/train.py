@@ -21,6 +21,7 @@ from torch import Tensor
 from .architecture import parameter_count, plan_architecture
 from .config import DTYPES, TrainConfig, require_memory, saved_default
 from .data import Dataset, load_task, split_validation
+from .data.augment import Augmentation, crop_and_flip, draw_augmentation
 from .engine import EagerEngine, Engine
 from .errors import CheckpointError, DataError, DivergenceError, require
 from .functional.hsic import hsic
@@ -168,6 +169,8 @@ def check_run_fits(config: TrainConfig, data: Dataset) -> None:
     for split, x in {"training": data.x_train, "validation": data.x_val, "test": data.x_test}.items():
         if x is not None and not torch.isfinite(x).all():
             raise DataError(f"the {data.name} {split} inputs hold non-finite values; replace or clean the data")
+    require(not config.augment or len(data.input_shape) == 3,
+            f"--augment crops and flips images, but the {data.name} inputs are not images; use --no-augment")
     require(config.window <= n_train, f"--window {config.window} is larger than the {data.name} training set "
             f"({n_train} samples); choose at most {n_train}")
     if not RULES[config.rule].streaming:
@@ -319,6 +322,7 @@ class Trainer:
         n, k = len(self.x_train), self.network.n_models
         batch, steps = self.rule.batch_size, self.steps_per_epoch
         order = torch.stack([sample_order(s, epoch, n, self.device) for s in self.seeds])[:, :steps * batch]
+        augmentation = draw_augmentation(self.seeds, epoch, steps * batch) if self.config.augment else None
         if self.tally is None:
             self.tally = EpochTally.zeros(k, steps, self.data.n_classes, self.dtype, self.device)
         tally = self.tally
@@ -329,7 +333,11 @@ class Trainer:
             first, last = self.step, self._chunk_end(self.step)
             start = time.perf_counter()
             idx = order[:, first * batch:last * batch]
-            logits = self.engine.train_chunk(self.x_train[idx], self.onehot_train[idx])
+            x = self.x_train[idx]
+            if augmentation is not None:
+                x = crop_and_flip(x, self.data.input_shape, Augmentation(*(draw[:, first * batch:last * batch]
+                                                                           for draw in augmentation)))
+            logits = self.engine.train_chunk(x, self.onehot_train[idx])
             tally.pending = torch.cat([tally.pending, logits], 1)
             if last % CHUNK_STEPS == 0 or last == steps:
                 scored = last - tally.pending.shape[1] // batch

@@ -105,6 +105,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", help="folder holding the dataset's files (mnist, fashion-mnist, cifar10)")
     group.add_argument("--download", action="store_true",
                        help="fetch MNIST or CIFAR-10 into --data-dir when its files are missing (needs the internet)")
+    add("--augment", action=argparse.BooleanOptionalAction,
+        help="random crop (zero padding 4) and horizontal flip of each training image, drawn per model and epoch "
+             "(default: on for cifar10, off otherwise); test and validation images are never augmented")
     add("--data-seed", type=int, help="seed of the synthetic data, of the digits split and of the validation split "
                                       "(default 0)")
     add("--val-fraction", type=float,
