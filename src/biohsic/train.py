@@ -177,7 +177,7 @@ def check_run_fits(config: TrainConfig, data: Dataset) -> None:
         require(config.batch_size <= n_train, f"--batch-size {config.batch_size} is larger than the {data.name} "
                 f"training set ({n_train} samples), so an epoch would have no step; choose at most {n_train}")
     require_memory(memory_needed(config, data), config.device,
-                   f"this run (--window {config.window}, --seeds {config.seeds}, {config.network_label()})",
+                   f"this run (--window {config.window}, --seeds {config.seeds}, --{config.network_label()})",
                    "lower --window, --seeds, --hidden or the channels of --arch")
 
 

@@ -12,6 +12,7 @@ import torch
 
 from biohsic.config import TrainConfig
 from biohsic.data.augment import CROP_PADDING, Augmentation, crop_and_flip, draw_augmentation
+from biohsic.errors import BiohsicError
 from biohsic.train import Trainer, evaluate, sample_order
 
 SHAPE = (3, 32, 32)
@@ -117,7 +118,5 @@ def test_the_same_seed_gives_the_same_run_and_no_augment_another(tmp_path):
 
 
 def test_augmenting_inputs_that_are_not_images_is_refused(tmp_path):
-    from biohsic.errors import BiohsicError
-
     with pytest.raises(BiohsicError, match="--augment crops and flips images"):
         Trainer(TrainConfig(task="xor", augment=True, epochs=1))

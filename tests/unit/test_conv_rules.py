@@ -12,9 +12,11 @@ import torch.nn.functional as F
 
 from biohsic.architecture import NAMED_ARCHITECTURES, parse_architecture, plan_architecture
 from biohsic.config import TrainConfig
-from biohsic.errors import ConfigError
+from biohsic.errors import CheckpointError, ConfigError
 from biohsic.functional.layers import LAYER_NORM_EPS
 from biohsic.network import Network
+from biohsic.reservoir import Reservoir, ReservoirConfig
+from biohsic.reservoir.closed_loop import layer_file
 from biohsic.rules import RULES
 
 F64 = torch.float64
@@ -171,3 +173,38 @@ def test_a_dense_hidden_layer_on_a_pooled_map():
     assert network.hidden[1].weight.shape == (2, 5, 48)
     x, _ = batch(4, 4)
     assert network(x).shape == (2, 4, CLASSES)
+
+
+@pytest.mark.parametrize("learning", ["frozen", "delta"])
+def test_reservoirs_give_each_conv_layer_its_whole_map_signal(tmp_path, learning):
+    """The closed loop on a conv network: one reservoir per layer, its output the layer's
+    flattened map; each layer's update is J_Nᵀ of its reservoir's signal through its own
+    Jacobian, computed by the layer."""
+    network = net()
+    for layer, width in enumerate(network.sizes[1:-1]):
+        res_config = ReservoirConfig(d_x=network.sizes[0], d_y=CLASSES, d_z=width, units=12, window=4, gamma=2.0,
+                                     sigmas=(0.5, 0.25, 1.0), steps_per_sample=2, seed=layer)
+        reservoir = Reservoir(res_config, dtype=F64)
+        reservoir.w_out.copy_(0.1 * torch.randn(reservoir.w_out.shape, generator=torch.Generator().manual_seed(layer),
+                                                dtype=F64))
+        reservoir.save(layer_file(tmp_path, layer), info={"alpha": 0.5})
+    rule = RULES["biohsic"](network, config("biohsic", modulator="reservoir", reservoir=str(tmp_path),
+                                            reservoir_learning=learning))
+    optimizer = torch.optim.AdamW(rule.trainable_parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in network.hidden.parameters()]
+    x, y = batch(12, 6)
+    for t in range(12):
+        rule.predict_and_write_grads(x[:, t:t + 1], y[:, t:t + 1])
+        optimizer.step()
+    assert all(torch.isfinite(p.grad).all() for p in network.hidden.parameters())
+    assert all(not torch.equal(p, b) for p, b in zip(network.hidden.parameters(), before))
+
+
+def test_a_reservoir_of_another_size_is_refused_in_one_line(tmp_path):
+    for layer in range(2):
+        res_config = ReservoirConfig(d_x=128, d_y=CLASSES, d_z=7, units=12, window=4, gamma=2.0,
+                                     sigmas=(0.5, 0.25, 1.0), seed=layer)
+        Reservoir(res_config, dtype=F64).save(layer_file(tmp_path, layer), info={"alpha": 0.5})
+    with pytest.raises(CheckpointError, match="this run needs 128/3/192") as err:
+        RULES["biohsic"](net(), config("biohsic", modulator="reservoir", reservoir=str(tmp_path)))
+    assert "\n" not in str(err.value)
