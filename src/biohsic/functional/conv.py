@@ -48,7 +48,8 @@ class ConvGeometry(NamedTuple):
 
 
 def pooled_shape(shape: tuple[int, int, int], factor: int) -> tuple[int, int, int]:
-    r"""The map after average pooling of window and stride ``factor``: :math:`(C, \lfloor H/f \rfloor, \lfloor W/f \rfloor)`."""
+    r"""The map after average pooling of window and stride ``factor``:
+    :math:`(C, \lfloor H/f \rfloor, \lfloor W/f \rfloor)`."""
     channels, height, width = shape
     return channels, height // factor, width // factor
 
@@ -118,14 +119,13 @@ def conv_local_grad(cache: HiddenCache, signal: Tensor, geometry: ConvGeometry) 
     :math:`\delta` summed over samples and positions. Returns ``(dW (K, O, C, k, k), db (K, O))``."""
     delta = hidden_drive_grad(cache, signal)
     n_models, batch = delta.shape[:2]
-    out_shape = geometry.out_shape
-    delta_maps = delta.reshape(n_models, batch, *out_shape)
     weight_shape = (n_models * geometry.out_channels, geometry.in_shape[0], geometry.kernel, geometry.kernel)
     d_weight = torch.nn.grad.conv2d_weight(
         _models_as_channels(cache.input, geometry.in_shape), weight_shape,
-        delta_maps.transpose(0, 1).reshape(batch, n_models * out_shape[0], *out_shape[1:]),
-        stride=geometry.stride, padding=geometry.padding, groups=n_models)
-    return d_weight.reshape(n_models, geometry.out_channels, *weight_shape[1:]), delta_maps.sum((1, 3, 4))
+        _models_as_channels(delta, geometry.out_shape), stride=geometry.stride, padding=geometry.padding,
+        groups=n_models)
+    d_bias = delta.reshape(n_models, batch, geometry.out_channels, -1).sum((1, 3))
+    return d_weight.reshape(n_models, geometry.out_channels, *weight_shape[1:]), d_bias
 
 
 def conv_input_grad(delta: Tensor, weight: Tensor, geometry: ConvGeometry) -> Tensor:
@@ -133,11 +133,9 @@ def conv_input_grad(delta: Tensor, weight: Tensor, geometry: ConvGeometry) -> Te
     ``(K, B, O·H'·W')`` sent back through the kernels ``weight`` ``(K, O, C, k, k)`` (a rule's
     own fixed kernels in feedback alignment) onto the input map, ``(K, B, C·H·W)``."""
     n_models, batch = delta.shape[:2]
-    out_shape = geometry.out_shape
-    grad_maps = delta.reshape(n_models, batch, *out_shape).transpose(0, 1).reshape(
-        batch, n_models * out_shape[0], *out_shape[1:])
     grad = torch.nn.grad.conv2d_input((batch, n_models * geometry.in_shape[0], *geometry.in_shape[1:]),
-                                      weight.reshape(-1, *weight.shape[2:]), grad_maps,
+                                      weight.reshape(-1, *weight.shape[2:]),
+                                      _models_as_channels(delta, geometry.out_shape),
                                       stride=geometry.stride, padding=geometry.padding, groups=n_models)
     return _channels_as_models(grad, n_models)
 
