@@ -74,6 +74,8 @@ def avg_pool(a: Tensor, shape: tuple[int, int, int], factor: int) -> Tensor:
     _, pooled_h, pooled_w = pooled_shape(shape, factor)
     lead = a.shape[:-1]
     maps = a.reshape(*lead, channels, height, width)
+    if torch.is_grad_enabled() and a.requires_grad:  # back-propagation: avg_pool2d's own backward is the fast one
+        return F.avg_pool2d(maps.reshape(-1, *shape), factor).reshape(*lead, -1)
     rows, cols = pooled_h * factor, pooled_w * factor
     # one strided slice per position in the window: faster on a CPU than avg_pool2d or a mean over a 6-D view
     total = sum(maps[..., i:rows:factor, j:cols:factor] for i in range(factor) for j in range(factor))
