@@ -40,11 +40,6 @@ def init_uniform(seeds: Sequence[int], shape: Sequence[int], salt: int, dtype: t
     return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
 
 
-def init_dense(seeds: Sequence[int], n_in: int, n_out: int, salt: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """:func:`init_uniform` of a dense weight ``(out, in)``: U(-1/√in, 1/√in)."""
-    return init_uniform(seeds, (n_out, n_in), salt, dtype)
-
-
 class InputPooling(nn.Module):
     """The average pooling ``factor``×``factor`` a layer applies to the map ``shape`` (C, H, W) it
     receives (factor 1: none, the input passes unchanged)."""
@@ -61,17 +56,26 @@ class InputPooling(nn.Module):
         return g if self.factor == 1 else avg_pool_transpose(g, self.shape, self.factor)
 
 
-class Dense(nn.Module):
-    """A weight ``(K, out, in)`` and a bias ``(K, out)``, initialised by :func:`init_dense`, on
-    an input pooled by ``pooling`` (default: none)."""
+class Weighted(nn.Module):
+    """A weight ``(K, *shape)`` and a bias ``(K, out)`` initialised by :func:`init_uniform`, on an
+    input pooled by ``pooling`` (default: none)."""
 
-    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32,
-                 pooling: InputPooling | None = None):
+    def __init__(self, shape: Sequence[int], seeds: Sequence[int], salt: int, dtype: torch.dtype,
+                 pooling: InputPooling | None):
         super().__init__()
-        weight, bias = init_dense(seeds, n_in, n_out, salt, dtype)
+        weight, bias = init_uniform(seeds, shape, salt, dtype)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
         self.pooling = pooling or InputPooling()
+
+
+class Dense(Weighted):
+    """A weight ``(K, out, in)`` and a bias ``(K, out)``, U(-1/√in, 1/√in) (:func:`init_uniform`),
+    on an input pooled by ``pooling`` (default: none)."""
+
+    def __init__(self, n_in: int, n_out: int, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32,
+                 pooling: InputPooling | None = None):
+        super().__init__((n_out, n_in), seeds, salt, dtype, pooling)
 
     def input_grad(self, delta: Tensor, weight: Tensor) -> Tensor:
         r"""The drive's error ``delta`` ``(K, B, out)`` sent back to the (unpooled) input through
@@ -80,7 +84,19 @@ class Dense(nn.Module):
         return self.pooling.transpose(delta @ weight)
 
 
-class HiddenLayer(Dense):
+class PostSynaptic:
+    """What every hidden layer computes the same way from its cache: the post-synaptic factor
+    and the output z."""
+
+    def drive_grad(self, cache: HiddenCache, signal: Tensor) -> Tensor:
+        """The post-synaptic factor δ = ∂L/∂u (:func:`~biohsic.functional.layers.hidden_drive_grad`)."""
+        return hidden_drive_grad(cache, signal)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.forward_cache(a).out
+
+
+class HiddenLayer(PostSynaptic, Dense):
     r"""Dense → ReLU → LayerNorm (no affine parameters): :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`.
 
     The interface every hidden layer offers the learning rules: :meth:`forward_cache` (the
@@ -105,22 +121,16 @@ class HiddenLayer(Dense):
         ``cache`` (:func:`~biohsic.functional.layers.hidden_local_grad`)."""
         return hidden_local_grad(cache, signal, presynaptic, bias_trace)
 
-    def drive_grad(self, cache: HiddenCache, signal: Tensor) -> Tensor:
-        """The post-synaptic factor δ = ∂L/∂u (:func:`~biohsic.functional.layers.hidden_drive_grad`)."""
-        return hidden_drive_grad(cache, signal)
-
-    def forward(self, a: Tensor) -> Tensor:
-        return self.forward_cache(a).out
-
     def leaky_cache(self, a: Tensor, state: Tensor, *, dt: float, tau: float) -> HiddenCache:
         r"""One time step of a layer of leaky integrators (SPEC §5):
         :math:`u \leftarrow u + \frac{dt}{\tau}(W a + b - u)`, :math:`z = \mathrm{LN}(\mathrm{relu}(u))`."""
+        a = self.pooling(a)
         u = leaky_step(state, dense(a, self.weight, self.bias), dt=dt, tau=tau)
         z, inv_std = rectify_normalize(u)
         return HiddenCache(a, u, z, inv_std)
 
 
-class ConvLayer(nn.Module):
+class ConvLayer(PostSynaptic, Weighted):
     r"""Convolution → ReLU → LayerNorm over the whole map (no affine parameters),
     :math:`z = \mathrm{LN}(\mathrm{relu}(W \ast \mathrm{pool}(a) + b))`, K models side by side: weight
     ``(K, O, C, k, k)``, bias ``(K, O)``, initialised as ``nn.Conv2d`` (:func:`init_uniform`).
@@ -128,14 +138,9 @@ class ConvLayer(nn.Module):
 
     def __init__(self, geometry: ConvGeometry, seeds: Sequence[int], salt: int, dtype: torch.dtype = torch.float32,
                  pooling: InputPooling | None = None):
-        super().__init__()
+        super().__init__((geometry.out_channels, geometry.in_shape[0], geometry.kernel, geometry.kernel), seeds, salt,
+                         dtype, pooling)
         self.geometry = geometry
-        channels = geometry.in_shape[0]
-        weight, bias = init_uniform(seeds, (geometry.out_channels, channels, geometry.kernel, geometry.kernel),
-                                    salt, dtype)
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
-        self.pooling = pooling or InputPooling()
 
     @property
     def width(self) -> int:
@@ -155,18 +160,11 @@ class ConvLayer(nn.Module):
             raise ConfigError("convolutional layers are rate units; --neuron leaky needs an MLP (--hidden)")
         return conv_local_grad(cache, signal, self.geometry)
 
-    def drive_grad(self, cache: HiddenCache, signal: Tensor) -> Tensor:
-        """The post-synaptic factor δ = ∂L/∂u (:func:`~biohsic.functional.layers.hidden_drive_grad`)."""
-        return hidden_drive_grad(cache, signal)
-
     def input_grad(self, delta: Tensor, weight: Tensor) -> Tensor:
         r"""The drive's error ``delta`` ``(K, B, width)`` sent back to the (unpooled) input map
         through the kernels ``weight`` in place of W: :math:`\mathrm{pool}^\top(W^\top \star \delta)`
         (:func:`~biohsic.functional.conv.conv_input_grad`)."""
         return self.pooling.transpose(conv_input_grad(delta, weight, self.geometry))
-
-    def forward(self, a: Tensor) -> Tensor:
-        return self.forward_cache(a).out
 
 
 class Readout(Dense):
