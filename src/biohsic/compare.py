@@ -205,7 +205,7 @@ def settings_line(base: TrainConfig, tuned: Sequence[str] = ()) -> str:
     each row chose for itself, left out."""
     c = base
     seeds = f"{c.seed}" if c.seeds == 1 else f"{c.seed}..{c.seed + c.seeds - 1}"
-    parts = [("task", f"task {c.task}"), ("hidden", f"hidden {','.join(map(str, c.hidden))}"),
+    parts = [("task", f"task {c.task}"), ("arch" if c.arch else "hidden", c.network_label()),
              ("lr", f"AdamW lr {c.lr:g}"), ("weight_decay", f"weight decay {c.weight_decay:g}"),
              ("epochs", f"{c.epochs} epochs"), ("seeds", f"seeds {seeds}"), ("window", f"window N={c.window}"),
              ("gamma", f"γ={c.gamma:g}"), ("sigmas", f"σ={','.join(f'{s:g}' for s in c.sigmas)}"),
@@ -280,7 +280,7 @@ def write_outputs(rows: Sequence[TrialResult], out: Path, settings: Mapping[str,
     try:
         plot_compare({r.label: learning_curves(r.run_dir) for r in rows if r.status != "failed"},
                      out / "compare.png",
-                     title=f"{base.task}, hidden {','.join(map(str, base.hidden))}, {base.seeds} seeds (mean ± sd)")
+                     title=f"{base.task}, {base.network_label()}, {base.seeds} seeds (mean ± sd)")
     except ImportError:  # matplotlib is an optional extra
         return
 

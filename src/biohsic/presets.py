@@ -50,8 +50,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                         sigmas=(0.5, 0.1, 1.0), lr=1e-4, weight_decay=1e-4, epochs=25),
     "paper-fashion-mnist": dict(task="fashion-mnist", hidden=(128, 64), neuron="rate", window=6, gamma=2.0,
                                 sigmas=(0.5, 0.1, 1.0), lr=1e-4, weight_decay=1e-4, epochs=25),
-    "paper-cifar10": dict(task="cifar10", neuron="rate", window=6, gamma=50.0, sigmas=(1.0, 0.1, 0.5),
-                          lr=5e-5, weight_decay=1e-4, epochs=50),
+    "paper-cifar10": dict(task="cifar10", arch="paper-cnn", neuron="rate", window=6, gamma=50.0,
+                          sigmas=(1.0, 0.1, 0.5), lr=5e-5, weight_decay=1e-4, epochs=50),
 }
 
 #: The settings a run has: the fields of :class:`TrainConfig`, in their order.

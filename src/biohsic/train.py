@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .architecture import parameter_count, plan_architecture
 from .config import DTYPES, TrainConfig, require_memory, saved_default
 from .data import Dataset, load_task, split_validation
+from .data.augment import Augmentation, crop_and_flip, draw_augmentation
 from .engine import EagerEngine, Engine
 from .errors import CheckpointError, DataError, DivergenceError, require
 from .functional.hsic import hsic
@@ -115,19 +117,45 @@ def _progress(total: int, description: str, enabled: bool):
     return tqdm(total=total, desc=description, unit="sample", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def layer_widths(config: TrainConfig, data: Dataset) -> tuple[list[int], int]:
+    """The size of each hidden layer's z and the number of parameters of one model, for the
+    network of ``config`` (``--arch`` or the MLP of ``--hidden``) on ``data``; a one-line
+    :class:`~biohsic.errors.ConfigError` when the architecture does not fit the inputs."""
+    if config.arch is not None:
+        planned = plan_architecture(config.arch, data.input_shape, data.n_classes)
+        return [layer.width for layer in planned[:-1]], parameter_count(planned)
+    sizes = [data.n_features, *config.hidden, data.n_classes]
+    return list(config.hidden), sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
+
+def build_network(config: TrainConfig, data: Dataset, seeds: list[int], dtype: torch.dtype) -> Network:
+    """The network of ``config`` for ``data``: the ``--arch`` network on its images, or the MLP of ``--hidden``."""
+    if config.arch is not None:
+        return Network((data.n_features, data.n_classes), seeds, dtype=dtype, architecture=config.arch,
+                       input_shape=data.input_shape)
+    return Network([data.n_features, *config.hidden, data.n_classes], seeds, dtype=dtype)
+
+
 def memory_needed(config: TrainConfig, data: Dataset) -> int:
     """Bytes of the run's large allocations, roughly: the parameters with their gradients and
     AdamW's two moments, the working memory of a modulated rule (K·(2 + L) kernel matrices
     N×N and the remembered samples) and the HSIC probe (``EVAL_WINDOWS`` windows of N test
     samples, their kernels and every model's layer outputs)."""
-    k, n, layers = config.seeds, config.window, len(config.hidden)
-    sizes = [data.n_features, *config.hidden, data.n_classes]
-    elements = 4 * k * sum((n_in + 1) * n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    widths, parameters = layer_widths(config, data)
+    k, n, layers = config.seeds, config.window, len(widths)
+    elements = 4 * k * parameters
     if RULES[config.rule].modulated:
-        elements += k * (n * (data.n_features + data.n_classes + sum(config.hidden)) + (2 + layers) * n * n)
+        elements += k * (n * (data.n_features + data.n_classes + sum(widths)) + (2 + layers) * n * n)
     probe = min(n, len(data.x_test))
-    elements += EVAL_WINDOWS * probe * (data.n_features + data.n_classes + k * sum(config.hidden) + (2 + 3 * k) * probe)
+    elements += EVAL_WINDOWS * probe * (data.n_features + data.n_classes + k * sum(widths) + (2 + 3 * k) * probe)
     return elements * DTYPES[config.dtype].itemsize
+
+
+def evaluation_batch(network: Network, limit: int = 8192, budget: int = 2**25) -> int:
+    """Samples per forward pass when scoring a data set: at most ``limit``, and few enough that
+    the K models' hidden activities (drive, rectified and normalised maps) stay within about
+    ``budget`` elements."""
+    return max(1, min(limit, budget // (3 * network.n_models * max(1, sum(network.sizes[1:-1])))))
 
 
 def check_run_fits(config: TrainConfig, data: Dataset) -> None:
@@ -141,14 +169,16 @@ def check_run_fits(config: TrainConfig, data: Dataset) -> None:
     for split, x in {"training": data.x_train, "validation": data.x_val, "test": data.x_test}.items():
         if x is not None and not torch.isfinite(x).all():
             raise DataError(f"the {data.name} {split} inputs hold non-finite values; replace or clean the data")
+    require(not config.augment or len(data.input_shape) == 3,
+            f"--augment crops and flips images, but the {data.name} inputs are not images; use --no-augment")
     require(config.window <= n_train, f"--window {config.window} is larger than the {data.name} training set "
             f"({n_train} samples); choose at most {n_train}")
     if not RULES[config.rule].streaming:
         require(config.batch_size <= n_train, f"--batch-size {config.batch_size} is larger than the {data.name} "
                 f"training set ({n_train} samples), so an epoch would have no step; choose at most {n_train}")
     require_memory(memory_needed(config, data), config.device,
-                   f"this run (--window {config.window}, --seeds {config.seeds}, --hidden "
-                   f"{','.join(map(str, config.hidden))})", "lower --window, --seeds or --hidden")
+                   f"this run (--window {config.window}, --seeds {config.seeds}, --{config.network_label()})",
+                   "lower --window, --seeds, --hidden or the channels of --arch")
 
 
 @dataclass
@@ -232,8 +262,8 @@ class Trainer:
         self.onehot_train = F.one_hot(self.y_train, self.data.n_classes).to(self.dtype)
         self.onehot_test = F.one_hot(self.y_test, self.data.n_classes).to(self.dtype)
         self.seeds = [cfg.seed + k for k in range(cfg.seeds)]
-        sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
-        self.network = Network(sizes, self.seeds, dtype=self.dtype).to(self.device)
+        self.network = build_network(cfg, self.data, self.seeds, self.dtype).to(self.device)
+        self.eval_batch = evaluation_batch(self.network)
         self.rule: Rule = build_rule(self.network, cfg)
         self.optimizer = make_optimizer(self.rule.trainable_parameters(), cfg)
         self.engine: Engine = EagerEngine(self.rule, self.optimizer)
@@ -292,6 +322,7 @@ class Trainer:
         n, k = len(self.x_train), self.network.n_models
         batch, steps = self.rule.batch_size, self.steps_per_epoch
         order = torch.stack([sample_order(s, epoch, n, self.device) for s in self.seeds])[:, :steps * batch]
+        augmentation = draw_augmentation(self.seeds, epoch, steps * batch) if self.config.augment else None
         if self.tally is None:
             self.tally = EpochTally.zeros(k, steps, self.data.n_classes, self.dtype, self.device)
         tally = self.tally
@@ -302,7 +333,11 @@ class Trainer:
             first, last = self.step, self._chunk_end(self.step)
             start = time.perf_counter()
             idx = order[:, first * batch:last * batch]
-            logits = self.engine.train_chunk(self.x_train[idx], self.onehot_train[idx])
+            x = self.x_train[idx]
+            if augmentation is not None:
+                x = crop_and_flip(x, self.data.input_shape, Augmentation(*(draw[:, first * batch:last * batch]
+                                                                           for draw in augmentation)))
+            logits = self.engine.train_chunk(x, self.onehot_train[idx])
             tally.pending = torch.cat([tally.pending, logits], 1)
             if last % CHUNK_STEPS == 0 or last == steps:
                 scored = last - tally.pending.shape[1] // batch
@@ -359,7 +394,7 @@ class Trainer:
             splits["val"] = (self.x_val, self.y_val)
         per_model: dict[str, list[float]] = {}
         for split, (x, labels) in splits.items():
-            accuracy, loss = evaluate(self.network, x, labels, predict=self.predict)
+            accuracy, loss = evaluate(self.network, x, labels, batch=self.eval_batch, predict=self.predict)
             per_model.update({f"{split}_accuracy": accuracy.tolist(), f"{split}_loss": loss.tolist()})
         per_model.update(online)
         hx, hy = hsic_probe(self.network, self.x_test, self.onehot_test, self.windows, cfg.sigmas)
@@ -541,5 +576,5 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]
     return Trainer(config).run()
 
 
-__all__ = ["EpochTally", "Trainer", "check_run_fits", "differing_settings", "evaluate", "evaluation_windows", "hsic_probe",
+__all__ = ["EpochTally", "Trainer", "build_network", "check_run_fits", "differing_settings", "evaluate", "evaluation_windows", "hsic_probe",
            "load_dataset", "make_optimizer", "sample_order", "settings_mismatch", "train"]

@@ -85,6 +85,17 @@ def pixels(array: np.ndarray) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
+#: The authors' CIFAR-10 channel statistics (their data config), written out independently.
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+
+
+def cifar_pixels(array: np.ndarray) -> torch.Tensor:
+    """CIFAR-10's preprocessing: x/255, then each channel's (x - mean)/std, flattened channel-first."""
+    x = torch.from_numpy(array.astype(np.float32)) / 255
+    channels = [(x[:, c * 1024:(c + 1) * 1024] - CIFAR_MEAN[c]) / CIFAR_STD[c] for c in range(3)]
+    return torch.cat(channels, 1)
+
+
 # ----------------------------------------------------------------------------- task names
 def test_unknown_task_is_a_config_error_listing_the_tasks():
     with pytest.raises(ConfigError, match="choose one of linear, xor, digits, mnist, fashion-mnist, cifar10"):
@@ -306,11 +317,11 @@ def test_cifar10_loads_from_the_batches_folder_or_its_parent(tmp_path, no_networ
         assert data.x_train.shape == (20, 3072) and data.x_test.shape == (4, 3072)
         assert data.input_shape == (3, 32, 32) and data.n_classes == 10 and data.x_train.dtype == torch.float32
         train = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
-        torch.testing.assert_close(data.x_train, pixels(train))
-        torch.testing.assert_close(data.x_test, pixels(batches["test_batch"][b"data"]))
+        torch.testing.assert_close(data.x_train, cifar_pixels(train))
+        torch.testing.assert_close(data.x_test, cifar_pixels(batches["test_batch"][b"data"]))
         assert data.y_train.tolist() == sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
         assert data.y_test.dtype == torch.int64 and data.y_test.tolist() == batches["test_batch"][b"labels"]
-        assert -1 <= data.x_train.min().item() and data.x_train.max().item() <= 1
+        assert -2.1 <= data.x_train.min().item() and data.x_train.max().item() <= 2.2
 
 
 def test_cifar10_rows_stay_channel_first(tmp_path):
@@ -318,7 +329,9 @@ def test_cifar10_rows_stay_channel_first(tmp_path):
     batches["test_batch"][b"data"][0] = np.repeat(np.array([0, 128, 255], dtype=np.uint8), 1024)
     write_cifar(tmp_path, batches)
     image = load_task("cifar10", data_dir=tmp_path).x_test[0].reshape(3, 32, 32)
-    torch.testing.assert_close(image.amin((1, 2)), torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]))
+    expected = [(0 - CIFAR_MEAN[0]) / CIFAR_STD[0], (128 / 255 - CIFAR_MEAN[1]) / CIFAR_STD[1],
+                (1 - CIFAR_MEAN[2]) / CIFAR_STD[2]]
+    torch.testing.assert_close(image.amin((1, 2)), torch.tensor(expected))
     torch.testing.assert_close(image.amax((1, 2)), image.amin((1, 2)))
 
 
@@ -340,7 +353,7 @@ def test_cifar10_batches_naming_numpy_1_modules_load(tmp_path):
         assert b"numpy._core.multiarray\n_reconstruct" in raw
         (tmp_path / name).write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     data = load_task("cifar10", data_dir=tmp_path)
-    torch.testing.assert_close(data.x_test, pixels(batches["test_batch"][b"data"]))
+    torch.testing.assert_close(data.x_test, cifar_pixels(batches["test_batch"][b"data"]))
 
 
 def test_cifar10_loads_from_the_archive(tmp_path, no_network):
@@ -349,7 +362,7 @@ def test_cifar10_loads_from_the_archive(tmp_path, no_network):
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(folder, arcname="cifar-10-batches-py")
     data = load_task("cifar10", data_dir=tmp_path)
-    torch.testing.assert_close(data.x_test, pixels(batches["test_batch"][b"data"]))
+    torch.testing.assert_close(data.x_test, cifar_pixels(batches["test_batch"][b"data"]))
     assert data.y_train.shape == (20,)
 
 

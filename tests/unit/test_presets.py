@@ -145,3 +145,11 @@ def test_every_preset_key_is_a_setting():
     for preset in PRESETS.values():
         assert set(preset) <= set(SETTINGS)
         dataclasses.replace(TrainConfig(), **preset).resolved()
+
+
+def test_the_cifar10_preset_trains_the_papers_cnn_on_augmented_images():
+    config, sources = layered_config([("preset paper-cifar10", PRESETS["paper-cifar10"])])
+    assert (config.arch, sources["arch"]) == ("paper-cnn", "preset paper-cifar10")
+    assert (config.augment, sources["augment"]) == (True, "task default (cifar10)")
+    plain, _ = layered_config([("command line", {"task": "fashion-mnist"})])
+    assert plain.arch is None and plain.augment is False

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..architecture import NAMED_ARCHITECTURES
 from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
                       check_device)
 from ..data import TASKS
@@ -78,6 +79,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     add("--epochs", type=int, help="passes over the training set")
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
+    add("--arch", help="a convolutional network instead of the MLP of --hidden: a spec such as "
+                       "conv32-pool-conv64-pool-fc (convC[kK][sS][pP], pool[F], fcN, ending in the readout fc) "
+                       f"or a name ({', '.join(NAMED_ARCHITECTURES)}); see docs/convolutional.md")
     add("--modulator", choices=tuple(MODULATORS),
         help="modulatory signal: exact gradient (default), the authors' 'paper' signal, or a reservoir")
     add("--reservoir", help="--modulator reservoir: one trained reservoir file per hidden layer, comma-separated, "
@@ -102,6 +106,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", help="folder holding the dataset's files (mnist, fashion-mnist, cifar10)")
     group.add_argument("--download", action="store_true",
                        help="fetch MNIST or CIFAR-10 into --data-dir when its files are missing (needs the internet)")
+    add("--augment", action=argparse.BooleanOptionalAction,
+        help="random crop (zero padding 4) and horizontal flip of each training image, drawn per model and epoch "
+             "(default: on for cifar10, off otherwise); test and validation images are never augmented")
     add("--data-seed", type=int, help="seed of the synthetic data, of the digits split and of the validation split "
                                       "(default 0)")
     add("--val-fraction", type=float,

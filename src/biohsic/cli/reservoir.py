@@ -21,6 +21,7 @@ from ..reservoir.study import (CAPACITY_UNITS, CAPACITY_WINDOWS, RIDGE_ALPHAS, S
                                StreamSettings, capacity_study, evaluate_frozen, reservoir_memory_capacity,
                                train_apriori, write_capacity)
 from ..runs import OutputFileLock, RunFolderLock
+from ..train import layer_widths
 from .options import device_name, number_list
 
 
@@ -145,15 +146,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
     """One reservoir config per hidden layer of the network ``biohsic train`` builds for
-    ``args.task`` (its defaults, or --hidden, --window, --gamma, --sigmas as given): sizes
+    ``args.task`` (its defaults, or --hidden, --arch, --window, --gamma, --sigmas as given): sizes
     (d_x, classes, d_ℓ), the run's window and target; reservoir ℓ has seed --seed + ℓ."""
-    run = TrainConfig(task=args.task, hidden=args.hidden, window=args.window, gamma=args.gamma,
+    run = TrainConfig(task=args.task, hidden=args.hidden, arch=args.arch, window=args.window, gamma=args.gamma,
                       sigmas=args.sigmas, data_dir=args.data_dir).resolved()
     data = load_task(run.task, data_dir=run.data_dir)
     dynamics = _dynamics(args)
+    widths, _ = layer_widths(run, data)
     return [ReservoirConfig(d_x=data.n_features, d_y=data.n_classes, d_z=width, units=args.units, window=run.window,
                             gamma=run.gamma, sigmas=run.sigmas, **{**dynamics, "seed": args.seed + layer})
-            for layer, width in enumerate(run.hidden)]
+            for layer, width in enumerate(widths)]
 
 
 def cmd_train_task(args: argparse.Namespace) -> int:
@@ -171,7 +173,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
                   f"alpha={summary['alpha']:g}")
     print(f"trained {len(configs)} reservoir(s) in {time.perf_counter() - start:.1f} s; use them with "
           f"`biohsic train --task {args.task} --modulator reservoir --reservoir {args.out}` and the same "
-          f"--hidden/--window/--gamma/--sigmas")
+          f"--hidden/--arch/--window/--gamma/--sigmas")
     return 0
 
 
@@ -258,6 +260,8 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
                                    "better than readouts trained on x ~ N(0, I) (docs/reservoir.md).")
     p.add_argument("--task", default="digits", help="the task whose network the reservoirs serve (default digits)")
     p.add_argument("--hidden", type=number_list(int, "--hidden"), default=None, help="hidden widths (default: the task's)")
+    p.add_argument("--arch", default=None, help="the --arch of a convolutional network instead of --hidden "
+                                                "(each reservoir's output is its layer's whole flattened map)")
     p.add_argument("--window", type=int, default=None, help="window N (default: the task's)")
     p.add_argument("--gamma", type=float, default=None, help="γ of the target g_N (default: the task's)")
     p.add_argument("--sigmas", type=number_list(float, "--sigmas"), default=None, help="σx,σy,σz of the target (default: the task's)")

@@ -2,7 +2,10 @@
 ``cifar-10-python.tar.gz`` archive, read without unpacking.
 
 Each batch is a pickled dict with ``data`` (uint8, ``(n, 3072)``, channel-first rows) and
-``labels``. The pickles are read by an unpickler that only builds numpy arrays, so a
+``labels``. Pixels are standardised per channel as the authors do (x/255, then minus the
+channel's mean over the training set, over its standard deviation: :data:`CHANNEL_MEAN`,
+:data:`CHANNEL_STD`); training images are augmented by the trainer, not here
+(:mod:`biohsic.data.augment`). The pickles are read by an unpickler that only builds numpy arrays, so a
 malicious file cannot run code.
 """
 from __future__ import annotations
@@ -17,8 +20,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from . import Dataset, check_labels, labels_tensor, locate, read_bytes, scale_pixels
+from . import Dataset, check_labels, labels_tensor, locate, read_bytes
 from ..errors import DataError
 
 try:
@@ -33,6 +38,10 @@ TEST_BATCH = "test_batch"
 BATCHES = (*TRAIN_BATCHES, TEST_BATCH)
 INPUT_SHAPE = (3, 32, 32)
 N_CLASSES = 10
+#: The authors' per-channel (R, G, B) mean and standard deviation of CIFAR-10's training
+#: pixels in [0, 1] (their ``Standardize`` step).
+CHANNEL_MEAN = (0.4914, 0.4822, 0.4465)
+CHANNEL_STD = (0.247, 0.243, 0.261)
 HOW_TO_GET = (f"pass --data-dir DIR holding {FOLDER}/ ({', '.join(TRAIN_BATCHES)}, {TEST_BATCH}) "
               f"or {ARCHIVE}, or add --download")
 
@@ -105,8 +114,18 @@ def read_archive(path: Path) -> dict[str, bytes]:
     return found
 
 
+def standardize(pixels: np.ndarray) -> Tensor:
+    r"""Flattened float32 images ``(n, 3072)``, channel-first, each channel c standardised:
+    :math:`x \mapsto (x/255 - \mu_c)/s_c` (:data:`CHANNEL_MEAN`, :data:`CHANNEL_STD`)."""
+    x = torch.from_numpy(pixels.reshape(len(pixels), 3, -1).astype(np.float32)).div_(255.0)
+    mean = torch.tensor(CHANNEL_MEAN, dtype=torch.float32).view(1, 3, 1)
+    std = torch.tensor(CHANNEL_STD, dtype=torch.float32).view(1, 3, 1)
+    return x.sub_(mean).div_(std).reshape(len(pixels), -1)
+
+
 def load_cifar10(data_dir: str | os.PathLike | None, download: bool) -> Dataset:
-    """CIFAR-10: pixels 0..255 mapped to [-1, 1], flattened channel-first, the official split."""
+    """CIFAR-10: pixels standardised per channel (:func:`standardize`), flattened channel-first,
+    the official split."""
     source = locate("cifar10", data_dir, download, find_batches, HOW_TO_GET)
     if source.is_dir():
         raws = {name: read_bytes(source / name) for name in BATCHES}
@@ -118,5 +137,5 @@ def load_cifar10(data_dir: str | os.PathLike | None, download: bool) -> Dataset:
     x_test, y_test = parse_batch(raws[TEST_BATCH], where[TEST_BATCH])
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
-    return Dataset("cifar10", scale_pixels(x_train, 255.0), labels_tensor(y_train), scale_pixels(x_test, 255.0),
+    return Dataset("cifar10", standardize(x_train), labels_tensor(y_train), standardize(x_test),
                    labels_tensor(y_test), n_classes=N_CLASSES, input_shape=INPUT_SHAPE)

@@ -129,7 +129,8 @@ class BioHSIC(Rule):
         write_hidden_grads(net, caches, [signal.unsqueeze(1) for signal in signals], presynaptic, bias_trace,
                            watch=self.watch)
         if self.readout_window:
-            window_features = self.memory.layers[-1].values if caches else self.memory.inputs.values
+            window_features = (net.readout.features(self.memory.layers[-1].values) if caches
+                               else self.memory.inputs.values)
             grads = cross_entropy_grad(window_features, net.readout(window_features), self.memory.labels.values)
         else:
             grads = cross_entropy_grad(features, logits, y, bias_trace)
