@@ -14,17 +14,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "biohsic"
 # Bottom to top: a top-level module or sub-package of biohsic and its layer.
 LAYERS = {
     "errors": 0, "seeding": 0, "functional": 0,
-    "runs": 1, "data": 1, "network": 1, "memory": 1, "nonfinite": 1,
-    "config": 2, "plots": 2,
-    "presets": 3, "modulators": 3,
-    "reservoir": 4, "rules": 4,
-    "engine": 5,
-    "train": 6,
-    "sweep": 7,
-    "compare": 8,
-    "__init__": 9,
-    "cli": 10,
-    "__main__": 11,
+    "runs": 1, "data": 1, "architecture": 1, "memory": 1, "nonfinite": 1,
+    "network": 2,
+    "config": 3, "plots": 3,
+    "presets": 4, "modulators": 4,
+    "reservoir": 5, "rules": 5,
+    "engine": 6,
+    "train": 7,
+    "sweep": 8,
+    "compare": 9,
+    "__init__": 10,
+    "cli": 11,
+    "__main__": 12,
 }
 
 
