@@ -3,7 +3,6 @@ loop written from their definition, seeded per model and epoch, applied to train
 only; a conv network trained on the batches; the test set never augmented."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,9 @@ from biohsic.config import TrainConfig
 from biohsic.data.augment import CROP_PADDING, Augmentation, crop_and_flip, draw_augmentation
 from biohsic.errors import BiohsicError
 from biohsic.train import Trainer, evaluate, sample_order
+from test_data import cifar_batches, write_cifar  # the CIFAR-10 batch writer of the data tests
 
 SHAPE = (3, 32, 32)
-
-
-def write_batches(folder: Path, n: int = 6, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"labels": [int(v) for v in rng.integers(0, 10, n)],
-                 b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 
 def reference_crop_and_flip(image: torch.Tensor, row: int, col: int, flip: bool, pad: int) -> torch.Tensor:
@@ -72,7 +63,7 @@ def test_draws_are_seeded_per_model_and_epoch():
 
 
 def cifar_config(tmp_path: Path, **fields) -> TrainConfig:
-    write_batches(tmp_path / "cifar-10-batches-py")
+    write_cifar(tmp_path / "cifar-10-batches-py", cifar_batches(n=6))
     values = dict(task="cifar10", data_dir=str(tmp_path), arch="conv2-pool4-conv3s2-pool2-fc", window=3, epochs=2,
                   seeds=2, val_fraction=0.0, lr=1e-3, batch_size=4)
     values.update(fields)
