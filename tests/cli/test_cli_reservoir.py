@@ -65,7 +65,7 @@ def test_eval_reports_key_values_and_leaves_the_file_unchanged(saved, capsys):
                         "--window", "3", "--layer-dim", "5"], capsys)
     assert code == 0
     values = dict(item.split("=") for item in out.split())
-    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "samples"}
+    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "update_cosine_100", "samples"}
     assert int(values["samples"]) == 16 and -1 <= float(values["cosine"]) <= 1
     assert saved.read_bytes() == before
     again = run(["reservoir", "eval", str(saved), "--samples", "16", "--streams", "4", "--washout", "2"], capsys)[1]

@@ -44,6 +44,7 @@ from ..modulators import KernelModulator, ModulatorSpec, register_modulator
 from ..network import HiddenLayer, Network
 from .learners import FORCE_ALPHA, DeltaRule, Force, ReadoutLearner
 from .model import Reservoir
+from .study import TASK_STREAMS
 
 
 def layer_file(folder: str | os.PathLike, layer: int) -> Path:
@@ -76,6 +77,31 @@ def check_target(reservoir: Reservoir, path: str | os.PathLike, gamma: float, si
             f"{path} was trained for γ={cfg.gamma:g}, σ={','.join(f'{s:g}' for s in cfg.sigmas)}, this run uses "
             f"γ={gamma:g}, σ={','.join(f'{s:g}' for s in sigmas)}; train one with `biohsic reservoir train-task` "
             f"and the run's --gamma and --sigmas")
+
+
+def check_stream(reservoir: Reservoir, path: str | os.PathLike, layer: int, config: TrainConfig) -> None:
+    """Raise :class:`~biohsic.errors.CheckpointError` unless the reservoir was trained for
+    hidden layer ``layer`` of the run (its file records the layer when ``train-task`` wrote
+    it) and, if on a task stream, on that stream of the run's task: the run's widths up to
+    the layer, and the input model fitted on the run's own validation split (another
+    split could hold the run's training samples)."""
+    info = reservoir.info
+    if "layer" in info and int(info["layer"]) != layer:
+        raise CheckpointError(f"{path} was trained for hidden layer {info['layer']}, it is given for layer {layer}; "
+                              f"pass one file per hidden layer in order, or the folder `biohsic reservoir train-task` "
+                              f"wrote")
+    kind = info.get("stream_kind")
+    if kind not in TASK_STREAMS:
+        return
+    trained = (info.get("stream_task"), tuple(int(h) for h in info.get("stream_hidden", ())),
+               float(info.get("stream_fit_fraction", math.nan)), int(info.get("stream_fit_seed", -1)))
+    needed = (config.task, tuple(config.hidden[:layer + 1]), float(config.val_fraction), int(config.data_seed))
+    if trained != needed:
+        raise CheckpointError(
+            f"{path} was trained on the {kind} stream of task {trained[0]}, widths {','.join(map(str, trained[1]))}, "
+            f"validation split {trained[2]:g} at data seed {trained[3]}; this run needs task {needed[0]}, widths "
+            f"{','.join(map(str, needed[1]))}, split {needed[2]:g} at seed {needed[3]}; train one with `biohsic "
+            f"reservoir train-task --stream {kind}` and the run's --task/--hidden/--val-fraction/--data-seed")
 
 
 class ReservoirModulator:
@@ -118,10 +144,11 @@ class ReservoirModulator:
         d_x, classes, widths = network.sizes[0], network.sizes[-1], network.sizes[1:-1]
         device = network.readout.weight.device
         reservoirs = []
-        for path, width in zip(reservoir_paths(config.reservoir, len(widths)), widths):
+        for layer, (path, width) in enumerate(zip(reservoir_paths(config.reservoir, len(widths)), widths)):
             reservoir = Reservoir.load(path, expect_window=config.window, expect_dims=(d_x, classes, width),
                                        device=device)
             check_target(reservoir, path, config.gamma, config.sigmas)
+            check_stream(reservoir, path, layer, config)
             reservoirs.append(reservoir)
         return cls(reservoirs, network.hidden, KernelModulator("exact", config.gamma, config.sigmas[2]),
                    learning=config.reservoir_learning)
