@@ -172,12 +172,14 @@ def _task_stream(args: argparse.Namespace, run: TrainConfig, layer: int, seed: i
     if args.stream not in TASK_STREAMS:
         return _stream(args, seed, seed)
     return _stream(args, seed, seed, task=run.task, data_dir=run.data_dir, hidden=run.hidden[:layer + 1],
-                   fit_fraction=run.val_fraction, fit_seed=run.data_seed)
+                   fit_fraction=run.val_fraction, fit_seed=run.data_seed, network_seed=args.network_seed)
 
 
 def cmd_train_task(args: argparse.Namespace) -> int:
     configs = task_reservoir_configs(args)  # validates every layer's config before the first run
     run = _task_run(args)
+    if args.network_seed is not None and args.stream not in TASK_STREAMS:
+        raise ConfigError(f"--network-seed needs a task stream (--stream {' or '.join(TASK_STREAMS)})")
     learn = _learn(args)
     start = time.perf_counter()
     with RunFolderLock(args.out):
@@ -213,7 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               f"score it on its own stream (no --stream)")
         task = dict(task=info["stream_task"], data_dir=info.get("stream_data_dir"),
                     hidden=tuple(info.get("stream_hidden", ())), fit_fraction=float(info["stream_fit_fraction"]),
-                    fit_seed=int(info["stream_fit_seed"]))
+                    fit_seed=int(info["stream_fit_seed"]), network_seed=info.get("stream_network_seed"))
     result = evaluate_frozen(reservoir, _stream(args, data_seed, task_seed, kind, **task), ceiling=args.ceiling)
     print(f"r2={result.r2:.4f} cosine={result.cosine:.4f} update_r2={result.update_r2:.4f} "
           f"update_cosine={result.update_cosine:.4f} update_cosine_100={result.update_cosine_100:.4f} "
@@ -301,6 +303,10 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
                         f"training data (default {TrainConfig.val_fraction:g})")
     p.add_argument("--data-seed", type=int, default=TrainConfig.data_seed,
                    help=f"the run's --data-seed (default {TrainConfig.data_seed})")
+    p.add_argument("--network-seed", type=int, default=None,
+                   help="task streams: z from the initial network of the run's model of this --seed (then the "
+                        "circuit serves that model only: `biohsic train --seed S --seeds 1`), not from a random "
+                        "network of the task's shape (default)")
     p.add_argument("--units", type=int, required=True, help="reservoir size M of every layer's reservoir")
     p.add_argument("--out", required=True, help="folder for layer0.pt, layer1.pt, …")
     _add_training_options(p, samples=4096, kind="clusters")

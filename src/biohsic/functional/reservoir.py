@@ -48,7 +48,7 @@ def reservoir_rates_step(u: Tensor, r: Tensor, o: Tensor | None, current: Tensor
     previous step, and :math:`\xi_r` = ``rate_noise`` (or none). ``w_fb=None`` leaves the
     feedback term out. Returns the new ``(u, r)``.
     """
-    drive = gain * recurrent_drive(w_rec, r) + current
+    drive = current if gain == 0 else gain * recurrent_drive(w_rec, r) + current  # λ = 0: a memoryless map
     if w_fb is not None and o is not None:
         drive = drive + o @ w_fb.transpose(0, 1)
     u = u + (dt / tau) * (drive - u)
@@ -112,8 +112,8 @@ def ridge_readout(cov: Tensor, cross: Tensor, *, alpha: float) -> Tensor:
     :math:`\sum_t \|W r_t - f_t\|^2 + \alpha \|W\|^2`, which is where recursive least
     squares from :math:`P_0 = I/\alpha` (:func:`rls_step`) arrives on the same rates.
     """
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    return torch.linalg.solve(cov + alpha * eye, cross.transpose(0, 1)).transpose(0, 1)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.linalg.solve(cov + alpha * eye, cross.transpose(-1, -2)).transpose(-1, -2)
 
 
 def ridge_validation_sse(w_out: Tensor, cov: Tensor, cross: Tensor, target_sq: Tensor) -> Tensor:

@@ -82,7 +82,9 @@ class StreamSettings:
     random layer (and the class centres of ``"clusters"``). Task streams: ``task`` (and
     its ``data_dir``), whose validation split of ``fit_fraction`` at data seed ``fit_seed``
     (a run's ``--val-fraction`` and ``--data-seed``) the input model is fitted on;
-    ``hidden``: the widths of the random network up to the layer (default: one layer)."""
+    ``hidden``: the widths of the random network up to the layer (default: one layer);
+    ``network_seed``: use instead the initial network of the run's model of that seed (its
+    layers exactly as :class:`biohsic.network.Network` draws them), not a random one."""
 
     samples: int = 4096
     streams: int = 32
@@ -95,12 +97,15 @@ class StreamSettings:
     hidden: tuple[int, ...] = ()
     fit_fraction: float = TrainConfig.val_fraction
     fit_seed: int = TrainConfig.data_seed
+    network_seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.kind in TASK_STREAMS and self.task is None:
             raise ConfigError(f"--stream {self.kind} is drawn from a model of a task's inputs; use it with "
                               f"`biohsic reservoir train-task --task TASK`")
+        if self.network_seed is not None and not (self.kind in TASK_STREAMS and self.hidden):
+            raise ConfigError("--network-seed needs --stream task-gaussian (the run's own network serves a task stream)")
         if self.kind in TASK_STREAMS and not 0 < self.fit_fraction < 1:
             raise ConfigError(f"--stream {self.kind} is fitted on the task's validation split; its fraction must be "
                               f"in (0, 1), got {self.fit_fraction}")
@@ -254,6 +259,9 @@ def _stream_network(config: ReservoirConfig, settings: StreamSettings, dtype: to
         raise ConfigError(f"the stream's network ends in a layer of {settings.hidden[-1]} units, the reservoir's "
                           f"layer has {config.d_z}")
     sizes = (config.d_x, *settings.hidden)
+    if settings.network_seed is not None:  # the run's model: Network's seeds and salts
+        return [random_layer(n_in, n_out, settings.network_seed, dtype, device, salt=i)
+                for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
     return [random_layer(n_in, n_out, settings.task_seed, dtype, device, salt=STREAM_NETWORK_SALT + i)
             for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
 
