@@ -140,3 +140,14 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
     code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
                         "--samples", "8", "--out", str(blocker / "x.pt"), *FAST], capsys)
     assert code == 2 and "is a file, not a folder" in one_error_line(err)
+
+
+def test_eval_with_the_ceiling_reports_it_on_a_second_line(saved, capsys):
+    code, out, _ = run(["reservoir", "eval", str(saved), "--samples", "16", "--streams", "4", "--washout", "2",
+                        "--ceiling"], capsys)
+    assert code == 0
+    first, second = out.strip().splitlines()
+    assert second.startswith("ceiling E[g_N | current sample]: r2=")
+    values = dict(item.split("=") for item in second.split(": ", 1)[1].split())
+    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "update_cosine_100"}
+    assert -1 <= float(values["update_cosine"]) <= 1
