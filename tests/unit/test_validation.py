@@ -148,7 +148,6 @@ def test_a_run_saved_before_the_split_existed_counts_as_fraction_zero(tmp_path):
 
 
 def test_train_samples_keeps_the_first_training_samples_and_the_same_validation_set():
-    from biohsic.config import TrainConfig
     from biohsic.train import load_dataset
     full = load_dataset(TrainConfig(task="xor").resolved())
     cut = load_dataset(TrainConfig(task="xor", train_samples=50).resolved())
