@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
-from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
+from biohsic.data import Dataset
+from biohsic.network import Network
+from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig, study
+from biohsic.reservoir.study import fit_gaussian_inputs
 from biohsic.reservoir.study import (LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
                                      reservoir_memory_capacity, train_apriori, write_capacity)
 
@@ -245,7 +248,6 @@ def test_several_alphas_keep_the_one_best_on_the_validation_stream():
 
 
 def test_the_task_input_model_recovers_class_means_and_a_low_rank_covariance():
-    from biohsic.reservoir.study import fit_gaussian_inputs
     gen = torch.Generator().manual_seed(0)
     d, rank, classes = 12, 3, 4
     means = torch.randn(classes, d, generator=gen, dtype=torch.float64) * 3
@@ -263,9 +265,6 @@ def test_the_task_input_model_recovers_class_means_and_a_low_rank_covariance():
 
 
 def test_a_stream_on_the_runs_own_network_uses_its_initial_layers(monkeypatch):
-    from biohsic.data import Dataset
-    from biohsic.network import Network
-    from biohsic.reservoir import study
     gen = torch.Generator().manual_seed(1)
     data = Dataset("toy", torch.randn(200, 6, generator=gen), torch.randint(3, (200,), generator=gen),
                    torch.randn(10, 6), torch.randint(3, (10,)), 3, (6,))

@@ -15,7 +15,7 @@ from biohsic.functional.layers import hidden_local_grad
 from biohsic.functional.modulator import modulatory_signal
 from biohsic.network import Network
 from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
-from biohsic.reservoir.closed_loop import ReservoirModulator, layer_file, reservoir_paths
+from biohsic.reservoir.closed_loop import ReservoirModulator, check_stream, layer_file, reservoir_paths
 from biohsic.rules import build_rule
 
 SIZES = [5, 6, 4, 3]
@@ -241,7 +241,6 @@ def test_bad_circuit_settings_are_one_line_errors(folder, setting, message):
 
 
 def test_a_circuit_fitted_on_one_models_network_serves_that_model_only(folder):
-    from biohsic.reservoir.closed_loop import check_stream
     reservoir = Reservoir.load(layer_file(folder, 0))
     reservoir.info = {"layer": 0, "stream_kind": "task-gaussian", "stream_task": "xor", "stream_hidden": (6,),
                       "stream_fit_fraction": 0.1, "stream_fit_seed": 0, "stream_network_seed": 2}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from biohsic.config import TrainConfig
 from biohsic.data import Dataset, load_task, split_validation, validation_indices
+from biohsic.train import load_dataset
 from biohsic.errors import ConfigError
 from biohsic.train import Trainer, differing_settings, load_dataset
 
@@ -148,7 +149,6 @@ def test_a_run_saved_before_the_split_existed_counts_as_fraction_zero(tmp_path):
 
 
 def test_train_samples_keeps_the_first_training_samples_and_the_same_validation_set():
-    from biohsic.train import load_dataset
     full = load_dataset(TrainConfig(task="xor").resolved())
     cut = load_dataset(TrainConfig(task="xor", train_samples=50).resolved())
     assert torch.equal(cut.x_train, full.x_train[:50]) and torch.equal(cut.y_train, full.y_train[:50])
