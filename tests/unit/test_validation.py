@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from biohsic.config import TrainConfig
 from biohsic.data import Dataset, load_task, split_validation, validation_indices
-from biohsic.train import load_dataset
 from biohsic.errors import ConfigError
 from biohsic.train import Trainer, differing_settings, load_dataset
 
