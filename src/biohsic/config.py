@@ -20,7 +20,9 @@ NEURONS = ("rate", "leaky")
 #: The floating-point types a run can compute in, by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 #: How a reservoir modulator's readouts behave in training (see biohsic.reservoir.closed_loop).
-RESERVOIR_LEARNING = ("frozen", "delta", "force")
+RESERVOIR_LEARNING = ("frozen", "delta", "force", "refit")
+#: The optimisers a run's gradients can drive.
+OPTIMIZERS = ("adamw", "sgd")
 
 #: The value a setting had, implicitly, in run folders saved before the setting existed
 #: (their ``config.json`` lacks it): before validation splits, all training data was trained on.
@@ -125,11 +127,17 @@ class TrainConfig:
     seeds: int = 1
     data_seed: int = 0
     val_fraction: float = 0.1
+    train_samples: int | None = None
     data_dir: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
     reservoir: str | None = None
     reservoir_learning: str = "frozen"
+    reservoir_store: int = 256
+    reservoir_refit_every: int = 32
+    reservoir_sample_every: int = 10
+    reservoir_refit_alpha: float = 1.0
+    optimizer: str = "adamw"
     hsic_normalized: bool = False
     phsic_kernel: str = "gaussian"
     phsic_sigma: float = 5.0
@@ -166,6 +174,8 @@ class TrainConfig:
                 f"scales the weights by 1 - lr·weight-decay each step, so their product must be below 1")
         require_finite("--gamma", self.gamma)
         require(0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        require(self.train_samples is None or self.train_samples >= 1,
+                f"--train-samples must be a positive number of samples, got {self.train_samples}")
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(0 <= self.seed <= SEED_LIMIT - self.seeds,
                 f"--seed must be in [0, {SEED_LIMIT - self.seeds}] for --seeds {self.seeds}, got {self.seed}")
@@ -179,12 +189,19 @@ class TrainConfig:
         for name, value, allowed in (("readout-update", self.readout_update, READOUT_UPDATES),
                                      ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
                                      ("dtype", self.dtype, DTYPES), ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS),
-                                     ("reservoir-learning", self.reservoir_learning, RESERVOIR_LEARNING)):
+                                     ("reservoir-learning", self.reservoir_learning, RESERVOIR_LEARNING),
+                                     ("optimizer", self.optimizer, OPTIMIZERS)):
             require(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")
         require_finite("--phsic-sigma", self.phsic_sigma, positive=True)
         require(self.phsic_horizon >= 1, f"--phsic-horizon must be at least 1 sample, got {self.phsic_horizon}")
         require(self.reservoir_learning == "frozen" or self.modulator == "reservoir",
              f"--reservoir-learning {self.reservoir_learning} needs --modulator reservoir")
+        require_finite("--reservoir-refit-alpha", self.reservoir_refit_alpha, positive=True)
+        for option, value in (("--reservoir-store", self.reservoir_store),
+                              ("--reservoir-refit-every", self.reservoir_refit_every),
+                              ("--reservoir-sample-every", self.reservoir_sample_every)):
+            require(isinstance(value, int) and value >= 1, f"{option} must be a positive number of "
+                    f"{'rows' if option != '--reservoir-sample-every' else 'steps'}, got {value}")
         check_device(self.device)
 
     def network_label(self) -> str:

@@ -65,7 +65,7 @@ def test_eval_reports_key_values_and_leaves_the_file_unchanged(saved, capsys):
                         "--window", "3", "--layer-dim", "5"], capsys)
     assert code == 0
     values = dict(item.split("=") for item in out.split())
-    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "samples"}
+    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "update_cosine_100", "samples"}
     assert int(values["samples"]) == 16 and -1 <= float(values["cosine"]) <= 1
     assert saved.read_bytes() == before
     again = run(["reservoir", "eval", str(saved), "--samples", "16", "--streams", "4", "--washout", "2"], capsys)[1]
@@ -140,3 +140,14 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
     code, _, err = run(["reservoir", "train", "--window", "2", "--units", "10", "--layer-dim", "5",
                         "--samples", "8", "--out", str(blocker / "x.pt"), *FAST], capsys)
     assert code == 2 and "is a file, not a folder" in one_error_line(err)
+
+
+def test_eval_with_the_ceiling_reports_it_on_a_second_line(saved, capsys):
+    code, out, _ = run(["reservoir", "eval", str(saved), "--samples", "16", "--streams", "4", "--washout", "2",
+                        "--ceiling"], capsys)
+    assert code == 0
+    first, second = out.strip().splitlines()
+    assert second.startswith("ceiling E[g_N | current sample]: r2=")
+    values = dict(item.split("=") for item in second.split(": ", 1)[1].split())
+    assert set(values) == {"r2", "cosine", "update_r2", "update_cosine", "update_cosine_100"}
+    assert -1 <= float(values["update_cosine"]) <= 1

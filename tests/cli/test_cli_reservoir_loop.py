@@ -95,9 +95,55 @@ def test_a_reservoir_for_another_network_is_one_line_exit_2(folder, capsys, chan
     (["reservoir", "train-task", *NET, "--units", "0", "--out", "/tmp/never"], "--units must be positive"),
     (["reservoir", "train-task", *NET, "--units", "-3", "--out", "/tmp/never"], "--units must be positive"),
     (["reservoir", "train-task", "--task", "nope", "--units", "5", "--out", "/tmp/never"], "unknown task 'nope'"),
+    (["reservoir", "train-task", "--task", "digits", "--arch", "conv2-pool-fc", "--units", "5", "--stream",
+      "task-gaussian", "--out", "/tmp/never"], "--stream task-gaussian models dense networks"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, args, fragment):
     code, _, err = cli(capsys, *args)
     assert code == 2
     assert len(err) == 1 and err[0].startswith("biohsic: error:"), err
     assert fragment in err[0]
+
+
+DIGITS = ["--task", "digits", "--hidden", "6,5", "--window", "4"]
+
+
+@pytest.fixture(scope="module")
+def task_folder(tmp_path_factory):
+    """Reservoirs trained a priori on the digits task's Gaussian stream (fitted on its validation split)."""
+    out = tmp_path_factory.mktemp("res") / "digits"
+    assert main(["reservoir", "train-task", *DIGITS, *SMALL, "--stream", "task-gaussian", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_task_stream_file_records_what_it_saw(task_folder):
+    infos = [Reservoir.load(task_folder / f"layer{l}.pt").info for l in range(2)]
+    assert [info["layer"] for info in infos] == [0, 1]
+    assert [tuple(info["stream_hidden"]) for info in infos] == [(6,), (6, 5)]
+    assert all(info["stream_task"] == "digits" and info["stream_kind"] == "task-gaussian" for info in infos)
+    assert all((info["stream_fit_fraction"], info["stream_fit_seed"]) == (0.1, 0) for info in infos)
+
+
+@pytest.mark.parametrize("files, change, fragment", [
+    ("layer1.pt,layer0.pt", ["--hidden", "6,6"], "was trained for hidden layer 1, it is given for layer 0"),
+    ("", ["--window", "5"], "was trained for window N=4, this run needs N=5"),
+    ("", ["--val-fraction", "0.2"], "validation split 0.1 at data seed 0; this run needs task digits, widths 6, "
+                                    "split 0.2 at seed 0"),
+    ("", ["--data-seed", "3"], "split 0.1 at seed 3"),
+])
+def test_a_circuit_for_another_stream_window_or_layer_is_one_line_exit_2(task_folder, capsys, files, change, fragment):
+    if files:  # two files of the same width (6) in the wrong order
+        assert main(["reservoir", "train-task", "--task", "digits", "--hidden", "6,6", "--window", "4", *SMALL,
+                     "--stream", "task-gaussian", "--out", str(task_folder / "same")]) == 0
+        files = ",".join(str(task_folder / "same" / name) for name in files.split(","))
+    code, _, err = cli(capsys, "train", *DIGITS, "--epochs", "1", "--modulator", "reservoir", "--no-progress",
+                       "--reservoir", files or str(task_folder), *change)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("biohsic: error:"), err
+    assert fragment in err[0]
+
+
+def test_a_task_stream_outside_train_task_is_one_line_exit_2(capsys, tmp_path):
+    code, _, err = cli(capsys, "reservoir", "train", "--window", "4", "--units", "5", "--layer-dim", "3", "--stream", "task-gaussian",
+                       "--out", str(tmp_path / "r.pt"))
+    assert code == 2 and len(err) == 1 and "use it with `biohsic reservoir train-task --task TASK`" in err[0]

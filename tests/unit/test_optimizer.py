@@ -67,3 +67,17 @@ def test_make_optimizer_is_adamw_with_the_runs_settings():
     optimizer = make_optimizer(list(Network(SIZES).parameters()), cfg)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["lr"] == 3e-3 and optimizer.defaults["weight_decay"] == 0.25
+
+
+def test_sgd_moves_each_weight_by_the_learning_rate_times_its_gradient():
+    cfg = dataclasses.replace(config("biohsic"), optimizer="sgd", lr=0.3, weight_decay=0.1)
+    net = Network(SIZES, seeds=(0, 1))
+    optimizer = make_optimizer(list(net.parameters()), cfg)
+    assert type(optimizer) is torch.optim.SGD
+    before = [p.detach().clone() for p in net.parameters()]
+    grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(net.parameters())]
+    for p, g in zip(net.parameters(), grads):
+        p.grad = g.clone()
+    optimizer.step()
+    for p, w, g in zip(net.parameters(), before, grads):
+        torch.testing.assert_close(p.detach(), w - 0.3 * (g + 0.1 * w))

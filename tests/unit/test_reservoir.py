@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from biohsic.errors import CheckpointError, ConfigError, DivergenceError
-from biohsic.reservoir import DeltaRule, Reservoir, ReservoirConfig
+from biohsic.data import Dataset
+from biohsic.network import Network
+from biohsic.reservoir import DeltaRule, Reservoir, ReservoirConfig, study
+from biohsic.reservoir.study import fit_gaussian_inputs
 from biohsic.reservoir.study import (LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
                                      reservoir_memory_capacity, train_apriori, write_capacity)
 
@@ -242,3 +245,40 @@ def test_several_alphas_keep_the_one_best_on_the_validation_stream():
     assert chosen.info["alpha"] == best
     torch.testing.assert_close(chosen.w_out, scores[best][1], rtol=0, atol=0)
     assert scores[alphas[0]][0] != scores[alphas[1]][0]
+
+
+def test_the_task_input_model_recovers_class_means_and_a_low_rank_covariance():
+    gen = torch.Generator().manual_seed(0)
+    d, rank, classes = 12, 3, 4
+    means = torch.randn(classes, d, generator=gen, dtype=torch.float64) * 3
+    basis = torch.randn(d, rank, generator=gen, dtype=torch.float64)
+    labels = torch.randint(classes, (40000,), generator=gen)
+    x = means[labels] + torch.randn(40000, rank, generator=gen, dtype=torch.float64) @ basis.T \
+        + 0.2 * torch.randn(40000, d, generator=gen, dtype=torch.float64)
+    model = fit_gaussian_inputs(x, labels, classes, rank=rank)
+    torch.testing.assert_close(model.means, means, atol=0.05, rtol=0)
+    cov = model.basis @ model.basis.T + model.residual ** 2 * torch.eye(d, dtype=torch.float64)
+    torch.testing.assert_close(cov, basis @ basis.T + 0.04 * torch.eye(d, dtype=torch.float64), atol=0.15, rtol=0.05)
+    samples = model.sample(labels[:20000], gen)
+    centred = samples - means[labels[:20000]]
+    torch.testing.assert_close(centred.T @ centred / 20000, cov, atol=0.2, rtol=0.05)
+
+
+def test_a_stream_on_the_runs_own_network_uses_its_initial_layers(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    data = Dataset("toy", torch.randn(200, 6, generator=gen), torch.randint(3, (200,), generator=gen),
+                   torch.randn(10, 6), torch.randint(3, (10,)), 3, (6,))
+    monkeypatch.setattr(study, "load_task", lambda *args, **kwargs: data)
+    study.task_inputs.cache_clear()
+    config = ReservoirConfig(d_x=6, d_y=3, d_z=4, units=5, window=3)
+    settings = StreamSettings(samples=8, streams=2, washout=0, kind="task-gaussian", task="toy", hidden=(5, 4),
+                              network_seed=7)
+    stream = study.make_stream(config, settings, 4)
+    net = Network((6, 5, 4, 3), seeds=(7,))
+    with torch.no_grad():
+        torch.testing.assert_close(stream.a, net.hidden[0](stream.x))
+        torch.testing.assert_close(stream.z, net.hidden[1](stream.a))
+    other = study.make_stream(config, StreamSettings(samples=8, streams=2, washout=0, kind="task-gaussian",
+                                                     task="toy", hidden=(5, 4)), 4)
+    assert not torch.allclose(other.z, stream.z)  # by default a random network, never a run's
+    study.task_inputs.cache_clear()

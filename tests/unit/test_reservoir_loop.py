@@ -15,7 +15,7 @@ from biohsic.functional.layers import hidden_local_grad
 from biohsic.functional.modulator import modulatory_signal
 from biohsic.network import Network
 from biohsic.reservoir import DeltaRule, Force, Reservoir, ReservoirConfig
-from biohsic.reservoir.closed_loop import ReservoirModulator, layer_file, reservoir_paths
+from biohsic.reservoir.closed_loop import ReservoirModulator, check_stream, layer_file, reservoir_paths
 from biohsic.rules import build_rule
 
 SIZES = [5, 6, 4, 3]
@@ -40,10 +40,10 @@ def folder(tmp_path):
     return save_reservoirs(tmp_path / "res")
 
 
-def make_rule(reservoir, learning="frozen", k=2):
+def make_rule(reservoir, learning="frozen", k=2, **settings):
     net = Network(SIZES, seeds=range(k), dtype=torch.float64)
     cfg = TrainConfig(task="xor", window=WINDOW, gamma=GAMMA, sigmas=SIGMAS, modulator="reservoir",
-                      reservoir=str(reservoir), reservoir_learning=learning).resolved()
+                      reservoir=str(reservoir), reservoir_learning=learning, **settings).resolved()
     return net, build_rule(net, cfg)
 
 
@@ -101,7 +101,8 @@ def test_epoch_metrics_are_the_cosines_with_the_exact_signal(folder):
     x, y = stream(WINDOW + 3, k=3)
     for t in range(WINDOW + 2):
         rule.predict_and_write_grads(x[t], y[t])
-    assert set(rule.epoch_metrics()) == {"reservoir_signal_cosine", "reservoir_update_cosine"}
+    assert set(rule.epoch_metrics()) == {"reservoir_signal_cosine", "reservoir_update_cosine",
+                                         "reservoir_ceiling_update_cosine"}
     probe = [Reservoir.load(layer_file(folder, l)) for l in range(2)]
     for res, live in zip(probe, rule.modulator.reservoirs):
         res.u, res.r, res.o = live.u.clone(), live.r.clone(), live.o.clone()
@@ -171,3 +172,80 @@ def test_online_modes_need_the_reservoir_modulator():
         TrainConfig(task="xor", modulator="reservoir", reservoir="x.pt", reservoir_learning="paper").resolved()
     with pytest.raises(ConfigError, match="unknown --reservoir-learning"):
         ReservoirModulator([], [], None, learning="online")
+
+
+REFIT = dict(reservoir_store=4, reservoir_refit_every=2, reservoir_sample_every=3, reservoir_refit_alpha=0.5)
+
+
+def test_refit_reads_the_working_memory_on_sampled_steps_only_and_fits_each_model(folder):
+    net, rule = make_rule(folder, "refit", **REFIT)
+    rule.modulator.scores = None  # nothing measured: the exact signal is only the refit's target
+    calls = []
+    exact = rule.modulator.exact
+    rule.modulator.exact = lambda *args: calls.append(1) or exact(*args)
+    prior = [r.w_out.clone() for r in rule.modulator.reservoirs]
+    x, y = stream(WINDOW + 20)
+    for t in range(len(x)):
+        rule.predict_and_write_grads(x[t], y[t])
+    full_steps = len(x) - WINDOW + 1
+    assert len(calls) == len(range(0, full_steps, 3))
+    for before, reservoir, refit in zip(prior, rule.modulator.reservoirs, rule.modulator.refits):
+        assert torch.equal(reservoir.w_out, before)  # the file's readout is the prior, never written
+        assert refit.added == len(calls) and not torch.equal(refit.readouts[0], refit.readouts[1])
+        assert not torch.equal(refit.readouts[0], before)
+
+
+def test_refit_signal_is_each_models_readout_of_its_rates(folder):
+    net, rule = make_rule(folder, "refit", **REFIT)
+    x, y = stream(WINDOW + 12)
+    for t in range(len(x) - 1):
+        rule.predict_and_write_grads(x[t], y[t])
+    with torch.no_grad():
+        caches = net.hidden_caches(x[-1])
+    rule.predict_and_write_grads(x[-1], y[-1])
+    for layer, cache, reservoir, refit in zip(net.hidden, caches, rule.modulator.reservoirs, rule.modulator.refits):
+        signal = torch.einsum("kom,km->ko", refit.readouts, reservoir.r)
+        gw, gb = hidden_local_grad(cache, signal.unsqueeze(1))
+        torch.testing.assert_close(layer.weight.grad, gw, rtol=1e-9, atol=1e-14)
+
+
+def test_refit_checkpoint_continues_exactly(folder):
+    x, y = stream(WINDOW + 16)
+    net, rule = make_rule(folder, "refit", **REFIT)
+    for t in range(WINDOW + 5):
+        rule.predict_and_write_grads(x[t], y[t])
+    state = copy.deepcopy(rule.state_dict())
+    net2, rule2 = make_rule(folder, "refit", **REFIT)
+    net2.load_state_dict(net.state_dict())
+    rule2.load_state_dict(state)
+    for t in range(WINDOW + 5, len(x)):
+        rule.predict_and_write_grads(x[t], y[t])
+        rule2.predict_and_write_grads(x[t], y[t])
+        for a, b in zip(net.parameters(), net2.parameters()):
+            assert torch.equal(a.grad, b.grad)
+    assert rule.epoch_metrics() == rule2.epoch_metrics()
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(reservoir_store=0), "--reservoir-store must be a positive number of rows, got 0"),
+    (dict(reservoir_refit_every=-1), "--reservoir-refit-every must be a positive number of rows"),
+    (dict(reservoir_sample_every=0), "--reservoir-sample-every must be a positive number of steps"),
+    (dict(reservoir_refit_alpha=0.0), "--reservoir-refit-alpha must be positive"),
+    (dict(optimizer="lbfgs"), "unknown --optimizer 'lbfgs'"),
+    (dict(train_samples=0), "--train-samples must be a positive number of samples"),
+])
+def test_bad_circuit_settings_are_one_line_errors(folder, setting, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        make_rule(folder, "refit", **setting)
+    assert "\n" not in str(info.value)
+
+
+def test_a_circuit_fitted_on_one_models_network_serves_that_model_only(folder):
+    reservoir = Reservoir.load(layer_file(folder, 0))
+    reservoir.info = {"layer": 0, "stream_kind": "task-gaussian", "stream_task": "xor", "stream_hidden": (6,),
+                      "stream_fit_fraction": 0.1, "stream_fit_seed": 0, "stream_network_seed": 2}
+    run = TrainConfig(task="xor", hidden=(6, 4), seed=2, seeds=1).resolved()
+    check_stream(reservoir, "r.pt", 0, run)
+    for other in (dict(seed=1), dict(seeds=3)):
+        with pytest.raises(CheckpointError, match="initial network of model seed 2; run it with --seed 2 --seeds 1"):
+            check_stream(reservoir, "r.pt", 0, TrainConfig(task="xor", hidden=(6, 4), **{"seed": 2, **other}).resolved())

@@ -118,7 +118,7 @@ def test_resuming_inside_an_epoch_is_exact(tmp_path, small_xor, monkeypatch, cas
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learning, noise", [("delta", 0.05)])
+@pytest.mark.parametrize("learning, noise", [("delta", 0.05), ("refit", 0.0)])
 def test_resuming_the_reservoir_closed_loop_inside_an_epoch_is_exact(tmp_path, small_xor, monkeypatch, learning,
                                                                      noise):
     config = TrainConfig(**FAST, modulator="reservoir", reservoir=save_reservoirs(tmp_path, noise),

@@ -145,3 +145,10 @@ def test_a_run_saved_before_the_split_existed_counts_as_fraction_zero(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert differing_settings(TrainConfig(**FAST, val_fraction=0.0).resolved(), tmp_path) == []
     assert differing_settings(TrainConfig(**FAST).resolved(), tmp_path) == ["val_fraction"]
+
+
+def test_train_samples_keeps_the_first_training_samples_and_the_same_validation_set():
+    full = load_dataset(TrainConfig(task="xor").resolved())
+    cut = load_dataset(TrainConfig(task="xor", train_samples=50).resolved())
+    assert torch.equal(cut.x_train, full.x_train[:50]) and torch.equal(cut.y_train, full.y_train[:50])
+    assert torch.equal(cut.x_val, full.x_val) and torch.equal(cut.x_test, full.x_test)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..architecture import NAMED_ARCHITECTURES
-from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
-                      check_device)
+from ..config import (DTYPES, MEMORY_MODES, NEURONS, OPTIMIZERS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING,
+                      TrainConfig, check_device)
 from ..data import TASKS
 from ..errors import ConfigError
 from ..modulators import MODULATORS
@@ -75,7 +75,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--window", type=int, help="working-memory capacity N, the paper's batch size")
     add("--gamma", type=float, help="weight γ of HSIC(Y,Z) in the layer objective")
     add("--sigmas", type=number_list(float, "--sigmas"), help="kernel widths σx,σy,σz, e.g. 0.5,0.1,1")
-    add("--lr", type=float, help="AdamW learning rate")
+    add("--lr", type=float, help="learning rate of the optimiser")
     add("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     add("--epochs", type=int, help="passes over the training set")
     add("--hidden", type=number_list(int, "--hidden"), help="hidden layer widths, e.g. 128,64")
@@ -89,7 +89,20 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--reservoir-learning", choices=RESERVOIR_LEARNING,
         help="--modulator reservoir: frozen readouts (default, the closed loop); delta: the paper's mode, the readout "
              "keeps learning online against the exact g_N (delta rule at every time step, η 5e-4); force: the same "
-             "by recursive least squares")
+             "by recursive least squares; refit: re-fitted at intervals from a small store of exact targets")
+    add("--reservoir-store", type=int,
+        help=f"--reservoir-learning refit: rows (rates, exact target) each model's store keeps (default "
+             f"{TrainConfig.reservoir_store})")
+    add("--reservoir-refit-every", type=int,
+        help=f"--reservoir-learning refit: re-fit the readout after this many new rows (default "
+             f"{TrainConfig.reservoir_refit_every})")
+    add("--reservoir-sample-every", type=int,
+        help=f"--reservoir-learning refit: store an exact target every this many steps (default "
+             f"{TrainConfig.reservoir_sample_every})")
+    add("--reservoir-refit-alpha", type=float,
+        help=f"--reservoir-learning refit: ridge penalty α towards the a priori readout (default "
+             f"{TrainConfig.reservoir_refit_alpha:g})")
+    add("--optimizer", choices=OPTIMIZERS, help="adamw (default, as the paper) or plain sgd (no momentum)")
     add("--readout-update", choices=READOUT_UPDATES,
         help="readout delta rule averaged over the window (default, as the authors) or the newest sample")
     add("--memory", choices=MEMORY_MODES,
@@ -114,6 +127,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--val-fraction", type=float,
         help=f"share of the training set held out for validation, stratified by class (default "
              f"{TrainConfig.val_fraction:g}); every choice of a setting is made on it, never on the test set")
+    add("--train-samples", type=int, help="train on the first this many samples of the training set (after the "
+                                          "validation split; default: all)")
     add("--device", help="cpu or cuda (default cpu)")
     add("--dtype", choices=tuple(DTYPES), help="default float32")
     group.add_argument("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "

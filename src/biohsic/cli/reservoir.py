@@ -11,15 +11,16 @@ import argparse
 import shlex
 import sys
 import time
+from typing import Any
 
 from ..config import DTYPES, TrainConfig
 from ..data import load_task
 from ..errors import ConfigError
 from ..reservoir import FORCE_ALPHA, Reservoir, ReservoirConfig
 from ..reservoir.closed_loop import layer_file
-from ..reservoir.study import (CAPACITY_UNITS, CAPACITY_WINDOWS, RIDGE_ALPHAS, STREAM_KINDS, CapacityRow, LearnSettings,
-                               StreamSettings, capacity_study, evaluate_frozen, reservoir_memory_capacity,
-                               train_apriori, write_capacity)
+from ..reservoir.study import (CAPACITY_UNITS, CAPACITY_WINDOWS, RIDGE_ALPHAS, STREAM_KINDS, TASK_STREAMS, CapacityRow,
+                               LearnSettings, StreamSettings, capacity_study, evaluate_frozen,
+                               reservoir_memory_capacity, train_apriori, write_capacity)
 from ..runs import OutputFileLock, RunFolderLock
 from ..train import layer_widths
 from .options import device_name, number_list
@@ -65,7 +66,9 @@ def _add_stream(p: argparse.ArgumentParser, samples: int, streams: int, kind: st
     g.add_argument("--washout", type=int, default=20,
                    help="unscored samples per stream before the window fills (default 20)")
     g.add_argument("--stream", choices=STREAM_KINDS, default=kind,
-                   help=f"random: x ~ N(0, I); clusters: x around a random centre per class (default {kind})")
+                   help=f"random: x ~ N(0, I); clusters: x around a random centre per class; task-gaussian "
+                        f"(train-task only): a low-rank Gaussian per class fitted on the task's validation split, z "
+                        f"from a random network of the task's shape (default {kind})")
 
 
 def _add_learning(p: argparse.ArgumentParser) -> None:
@@ -117,9 +120,11 @@ def _config(args: argparse.Namespace, units: int, window: int) -> ReservoirConfi
                            gamma=args.gamma, sigmas=args.sigmas, **_dynamics(args))
 
 
-def _stream(args: argparse.Namespace, data_seed: int, task_seed: int, kind: str | None = None) -> StreamSettings:
+def _stream(args: argparse.Namespace, data_seed: int, task_seed: int, kind: str | None = None,
+            **task: Any) -> StreamSettings:
+    """The stream options as :class:`StreamSettings`; ``task``: the task-stream fields."""
     return StreamSettings(samples=args.samples, streams=args.streams, washout=args.washout, kind=kind or args.stream,
-                          data_seed=data_seed, task_seed=task_seed)
+                          data_seed=data_seed, task_seed=task_seed, **task)
 
 
 def _learn(args: argparse.Namespace) -> LearnSettings:
@@ -148,8 +153,7 @@ def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
     """One reservoir config per hidden layer of the network ``biohsic train`` builds for
     ``args.task`` (its defaults, or --hidden, --arch, --window, --gamma, --sigmas as given): sizes
     (d_x, classes, d_ℓ), the run's window and target; reservoir ℓ has seed --seed + ℓ."""
-    run = TrainConfig(task=args.task, hidden=args.hidden, arch=args.arch, window=args.window, gamma=args.gamma,
-                      sigmas=args.sigmas, data_dir=args.data_dir).resolved()
+    run = _task_run(args)
     data = load_task(run.task, data_dir=run.data_dir)
     dynamics = _dynamics(args)
     widths, _ = layer_widths(run, data)
@@ -158,14 +162,37 @@ def task_reservoir_configs(args: argparse.Namespace) -> list[ReservoirConfig]:
             for layer, width in enumerate(widths)]
 
 
+def _task_run(args: argparse.Namespace) -> TrainConfig:
+    """The run of ``biohsic train`` the reservoirs of ``train-task`` serve."""
+    return TrainConfig(task=args.task, hidden=args.hidden, arch=args.arch, window=args.window, gamma=args.gamma,
+                       sigmas=args.sigmas, data_dir=args.data_dir, val_fraction=args.val_fraction,
+                       data_seed=args.data_seed).resolved()
+
+
+def _task_stream(args: argparse.Namespace, run: TrainConfig, layer: int, seed: int) -> StreamSettings:
+    """Layer ``layer``'s a priori stream: a task stream is modelled on the run's validation
+    split and its z comes from a random network of the run's widths up to the layer."""
+    if args.stream not in TASK_STREAMS:
+        return _stream(args, seed, seed)
+    return _stream(args, seed, seed, task=run.task, data_dir=run.data_dir, hidden=run.hidden[:layer + 1],
+                   fit_fraction=run.val_fraction, fit_seed=run.data_seed, network_seed=args.network_seed)
+
+
 def cmd_train_task(args: argparse.Namespace) -> int:
     configs = task_reservoir_configs(args)  # validates every layer's config before the first run
+    run = _task_run(args)
+    if args.network_seed is not None and args.stream not in TASK_STREAMS:
+        raise ConfigError(f"--network-seed needs a task stream (--stream {' or '.join(TASK_STREAMS)})")
+    if run.arch is not None and args.stream in TASK_STREAMS:
+        raise ConfigError(f"--stream {args.stream} models dense networks (--hidden); for --arch choose another "
+                          f"--stream ({', '.join(k for k in STREAM_KINDS if k not in TASK_STREAMS)})")
     learn = _learn(args)
     start = time.perf_counter()
     with RunFolderLock(args.out):
         for layer, config in enumerate(configs):
-            reservoir, summary = train_apriori(config, _stream(args, config.seed, config.seed), learn,
-                                              dtype=DTYPES[args.dtype], device=args.device)
+            reservoir, summary = train_apriori(config, _task_stream(args, run, layer, config.seed), learn,
+                                               dtype=DTYPES[args.dtype], device=args.device)
+            summary["layer"] = layer
             path = layer_file(args.out, layer)
             reservoir.save(path, info=summary)
             print(f"saved {path}: units={config.units} window={config.window} "
@@ -187,9 +214,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data_seed = args.data_seed if args.data_seed is not None else int(info.get("stream_data_seed", seed)) + 1
     task_seed = args.task_seed if args.task_seed is not None else int(info.get("stream_task_seed", seed))
     kind = args.stream or str(info.get("stream_kind", "random"))
-    result = evaluate_frozen(reservoir, _stream(args, data_seed, task_seed, kind))
+    task = {}
+    if kind in TASK_STREAMS:
+        if info.get("stream_task") is None:
+            raise ConfigError(f"{args.file} was not trained on a task stream, so --stream {kind} has no task; "
+                              f"score it on its own stream (no --stream)")
+        task = dict(task=info["stream_task"], data_dir=info.get("stream_data_dir"),
+                    hidden=tuple(info.get("stream_hidden", ())), fit_fraction=float(info["stream_fit_fraction"]),
+                    fit_seed=int(info["stream_fit_seed"]), network_seed=info.get("stream_network_seed"))
+    result = evaluate_frozen(reservoir, _stream(args, data_seed, task_seed, kind, **task), ceiling=args.ceiling)
     print(f"r2={result.r2:.4f} cosine={result.cosine:.4f} update_r2={result.update_r2:.4f} "
-          f"update_cosine={result.update_cosine:.4f} samples={result.samples}")
+          f"update_cosine={result.update_cosine:.4f} update_cosine_100={result.update_cosine_100:.4f} "
+          f"samples={result.samples}")
+    if args.ceiling:
+        print(f"ceiling E[g_N | current sample]: r2={result.ceiling_r2:.4f} cosine={result.ceiling_cosine:.4f} "
+              f"update_r2={result.ceiling_update_r2:.4f} update_cosine={result.ceiling_update_cosine:.4f} "
+              f"update_cosine_100={result.ceiling_update_cosine_100:.4f}")
     return 0
 
 
@@ -266,6 +306,15 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--gamma", type=float, default=None, help="γ of the target g_N (default: the task's)")
     p.add_argument("--sigmas", type=number_list(float, "--sigmas"), default=None, help="σx,σy,σz of the target (default: the task's)")
     p.add_argument("--data-dir", default=None, help="folder of the task's files (file-based tasks)")
+    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
+                   help=f"the run's --val-fraction: a task stream is modelled on that validation split, never on "
+                        f"training data (default {TrainConfig.val_fraction:g})")
+    p.add_argument("--data-seed", type=int, default=TrainConfig.data_seed,
+                   help=f"the run's --data-seed (default {TrainConfig.data_seed})")
+    p.add_argument("--network-seed", type=int, default=None,
+                   help="task streams: z from the initial network of the run's model of this --seed (then the "
+                        "circuit serves that model only: `biohsic train --seed S --seeds 1`), not from a random "
+                        "network of the task's shape (default)")
     p.add_argument("--units", type=int, required=True, help="reservoir size M of every layer's reservoir")
     p.add_argument("--out", required=True, help="folder for layer0.pt, layer1.pt, …")
     _add_training_options(p, samples=4096, kind="clusters")
@@ -286,6 +335,8 @@ def add_reservoir_commands(subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("--data-seed", type=int, default=None, help="seed of the samples (default: the training's + 1)")
     p.add_argument("--task-seed", type=int, default=None,
                    help="seed of the random layer (default: the training's, the same layer)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also score the ceiling E[g_N | current sample] (g_N averaged over random histories)")
     p.add_argument("--device", type=device_name, default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=cmd_eval)
 

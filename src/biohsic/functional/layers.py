@@ -49,6 +49,14 @@ def hidden_forward(a: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_N
     return HiddenCache(a, u, z, inv_std)
 
 
+def layer_norm_projection(signal: Tensor, z: Tensor) -> Tensor:
+    r"""The part of a signal g a LayerNorm layer's update keeps,
+    :math:`P g = g - \bar g - z\,\overline{g \odot z}` (means over units), with z the layer's
+    normalised output (mean 0, mean square ≈ 1): the projection that removes the components
+    along 1 and z, which :func:`hidden_drive_grad` discards (``(..., d)`` both)."""
+    return signal - signal.mean(-1, keepdim=True) - z * (signal * z).mean(-1, keepdim=True)
+
+
 def hidden_drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
     r"""The post-synaptic factor :math:`\delta_n = \partial L/\partial u_n` of a hidden layer,
     from its signal :math:`g_n = \partial L/\partial z_n` (``(..., B, out)``).
@@ -56,8 +64,7 @@ def hidden_drive_grad(cache: HiddenCache, signal: Tensor) -> Tensor:
     Through LayerNorm, :math:`\partial L/\partial h = \frac{1}{\sigma}\big(g - \bar g - z\,\overline{g \odot z}\big)`
     (means over units); through the rectifier, :math:`\delta = \partial L/\partial h \odot \mathrm{relu}'(u)`.
     """
-    z = cache.out
-    dh = cache.inv_std * (signal - signal.mean(-1, keepdim=True) - z * (signal * z).mean(-1, keepdim=True))
+    dh = cache.inv_std * layer_norm_projection(signal, cache.out)
     return dh * (cache.drive > 0)
 
 

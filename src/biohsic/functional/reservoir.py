@@ -7,10 +7,12 @@ or sparse CSR), the readout ``(n_out, M)``, the feedback matrix ``(M, n_out)``.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+
+from .modulator import modulatory_signal
 
 NONLINEARITIES = ("tanh", "linear")
 
@@ -46,7 +48,7 @@ def reservoir_rates_step(u: Tensor, r: Tensor, o: Tensor | None, current: Tensor
     previous step, and :math:`\xi_r` = ``rate_noise`` (or none). ``w_fb=None`` leaves the
     feedback term out. Returns the new ``(u, r)``.
     """
-    drive = gain * recurrent_drive(w_rec, r) + current
+    drive = current if gain == 0 else gain * recurrent_drive(w_rec, r) + current  # λ = 0: a memoryless map
     if w_fb is not None and o is not None:
         drive = drive + o @ w_fb.transpose(0, 1)
     u = u + (dt / tau) * (drive - u)
@@ -110,8 +112,8 @@ def ridge_readout(cov: Tensor, cross: Tensor, *, alpha: float) -> Tensor:
     :math:`\sum_t \|W r_t - f_t\|^2 + \alpha \|W\|^2`, which is where recursive least
     squares from :math:`P_0 = I/\alpha` (:func:`rls_step`) arrives on the same rates.
     """
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    return torch.linalg.solve(cov + alpha * eye, cross.transpose(0, 1)).transpose(0, 1)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return torch.linalg.solve(cov + alpha * eye, cross.transpose(-1, -2)).transpose(-1, -2)
 
 
 def ridge_validation_sse(w_out: Tensor, cov: Tensor, cross: Tensor, target_sq: Tensor) -> Tensor:
@@ -161,6 +163,64 @@ def row_cosines(a: Tensor, b: Tensor, eps: float = 1e-30) -> Tensor:
     r""":math:`\cos(a_t, b_t)` for each row t of ``a`` and ``b`` ``(n, d)``, in float64."""
     a, b = a.double(), b.double()
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
+
+
+def ridge_readout_towards(cov: Tensor, cross: Tensor, prior: Tensor, *, alpha: float) -> Tensor:
+    r"""The least-squares readout pulled towards a prior readout :math:`W_0` instead of zero,
+
+    .. math:: W_o = (B + \alpha W_0)\,(C + \alpha I)^{-1}
+              = \arg\min_W \sum_t \|W r_t - f_t\|^2 + \alpha \|W - W_0\|^2
+
+    (``cov`` :math:`C = \sum_t r_t r_t^\top` ``(M, M)``, ``cross`` :math:`B = \sum_t f_t r_t^\top`
+    ``(n_out, M)``, ``prior`` ``(n_out, M)``): with few samples the readout stays near
+    :math:`W_0` along the directions they do not span. ``prior = 0`` is :func:`ridge_readout`.
+    """
+    return ridge_readout(cov, cross + alpha * prior.to(cross.dtype), alpha=alpha)
+
+
+def expected_signal(x: Tensor, y: Tensor, z: Tensor, pool_x: Tensor, pool_y: Tensor, pool_z: Tensor, *,
+                    window: int, histories: int, gamma: float, sigmas: Sequence[float],
+                    generator: torch.Generator | None = None) -> Tensor:
+    r"""An estimate of :math:`E[g_N \mid s]`, the best signal anything that sees only the
+    current sample :math:`s = (x, y, z)` can output (the ceiling of a memoryless circuit):
+
+    .. math:: \hat g(s) = \frac{1}{H}\sum_{h=1}^{H} g_N\big(s_{h,1}, \dots, s_{h,N-1}, s\big)
+
+    with the N - 1 older samples of each of the H histories drawn uniformly, with
+    replacement, from a pool of samples of the stream (their z as the layer gave them).
+    ``x``, ``y``, ``z`` ``(B, d)`` are B current samples; the pools ``(B, P, d)`` (pool b
+    serves sample b; an expanded view of one pool is fine). Returns ``(B, d_z)``. As H grows
+    the estimate converges to the mean of :math:`g_N` over histories from the pool.
+    """
+    batch, pool = x.shape[0], pool_x.shape[1]
+    index = torch.randint(pool, (batch, histories, window - 1), generator=generator)
+    rows = torch.arange(batch)[:, None, None]
+    index, rows = index.to(pool_x.device), rows.to(pool_x.device)
+
+    def windows(current: Tensor, stored: Tensor) -> Tensor:
+        newest = current[:, None, None, :].expand(batch, histories, 1, current.shape[-1])
+        return torch.cat([stored[rows, index], newest.to(stored.dtype)], -2)
+
+    signals = modulatory_signal(windows(x, pool_x), windows(y, pool_y), windows(z, pool_z), gamma=gamma, sigmas=sigmas)
+    return signals.mean(1)
+
+
+def block_update_cosines(delta_pred: Tensor, delta_true: Tensor, pre: Tensor, block: int) -> Tensor:
+    r"""The cosine of the updates a run of ``block`` consecutive samples adds up to, for
+    each full block of rows:
+
+    .. math:: \cos\Big(\sum_{t \in b} \hat\delta_t\,[a_t, 1]^\top,\ \sum_{t \in b} \delta_t\,[a_t, 1]^\top\Big)
+
+    (flattened (dW, db): with a small learning rate this sum, not each sample's update, is
+    what moves the weights). ``delta_pred``, ``delta_true`` ``(T, d_out)`` are the
+    post-synaptic factors of the two signals, ``pre`` ``(T, d_in)`` the layer's inputs.
+    Returns ``(T // block,)``, in float64.
+    """
+    blocks = delta_pred.shape[0] // block
+    pre = torch.cat([pre, torch.ones_like(pre[:, :1])], -1).double()[:blocks * block].unflatten(0, (blocks, block))
+    sums = [(d.double()[:blocks * block].unflatten(0, (blocks, block)).transpose(1, 2) @ pre).flatten(1)
+            for d in (delta_pred, delta_true)]
+    return row_cosines(*sums)
 
 
 class MemoryCapacity(NamedTuple):

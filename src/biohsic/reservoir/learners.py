@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..functional.reservoir import delta_rule_increment, ridge_readout, rls_step
+from ..functional.reservoir import delta_rule_increment, ridge_readout, ridge_readout_towards, rls_step
 
 #: FORCE's prior :math:`P_0 = I/\alpha` where none is given: what validation picks with SPEC §4's
 #: dynamics (the classic α = 1 over-fits g_N: a negative R² on unseen windows).
@@ -136,6 +136,71 @@ class Ridge(RegularizedLearner):
     def finish(self, w_out: Tensor) -> None:
         if self.cov is not None:
             w_out.copy_(ridge_readout(self.cov, self.cross, alpha=self.alpha))
+
+
+class StoreRefit:
+    r"""Readouts re-fitted at intervals from a small store of exact targets, one per model.
+
+    Each of the K models (networks trained side by side) has its own readout, starting at
+    the ``prior`` readout (trained a priori), and its own ring of the last ``store``
+    (rates, target) rows: ``store`` × (M + n_out) numbers per model, the memory this needs
+    besides whatever supplies the targets. Each time ``refit_every`` new rows have arrived,
+    every model's readout becomes the ridge solution over its stored rows pulled towards the
+    prior, :math:`W_o = (B + \alpha W_0)(C + \alpha I)^{-1}`
+    (:func:`~biohsic.functional.reservoir.ridge_readout_towards`); between refits it is fixed.
+    Unlike the shared readout of the online learners, a model's readout learns only from
+    its own network, whose signal it serves.
+    """
+
+    name = "refit"
+
+    def __init__(self, prior: Tensor, *, store: int, refit_every: int, alpha: float = 1.0,
+                 dtype: torch.dtype = torch.float64):
+        if store < 1 or refit_every < 1 or not alpha > 0:
+            raise ConfigError(f"--reservoir-store, --reservoir-refit-every and α must be positive, got {store}, "
+                              f"{refit_every} and {alpha}")
+        self.prior = prior.detach().clone()
+        self.store, self.refit_every, self.alpha, self.dtype = store, refit_every, alpha, dtype
+        self.readouts: Tensor | None = None  # (K, n_out, M)
+        self.rates: Tensor | None = None     # (K, store, M)
+        self.targets: Tensor | None = None   # (K, store, n_out)
+        self.added = 0     # rows ever stored, per model
+        self.pending = 0   # rows stored since the last refit
+
+    def output(self, rates: Tensor) -> Tensor:
+        """Each model's readout of its rates ``(K, M)`` → ``(K, n_out)``."""
+        if self.readouts is None:
+            self.readouts = self.prior.to(rates.dtype).expand(rates.shape[0], *self.prior.shape).clone()
+        return (self.readouts @ rates.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def add(self, rates: Tensor, target: Tensor) -> None:
+        """Store one (rates, target) row per model (``(K, M)``, ``(K, n_out)``); re-fit when
+        ``refit_every`` rows have arrived since the last refit."""
+        k = rates.shape[0]
+        if self.rates is None:
+            self.rates = torch.zeros(k, self.store, rates.shape[-1], dtype=self.dtype, device=rates.device)
+            self.targets = torch.zeros(k, self.store, target.shape[-1], dtype=self.dtype, device=rates.device)
+        slot = self.added % self.store
+        self.rates[:, slot] = rates.to(self.dtype)
+        self.targets[:, slot] = target.to(self.dtype)
+        self.added += 1
+        self.pending += 1
+        if self.pending >= self.refit_every:
+            self.pending = 0
+            r, f = self.rates[:, :min(self.added, self.store)], self.targets[:, :min(self.added, self.store)]
+            fitted = ridge_readout_towards(r.transpose(1, 2) @ r, f.transpose(1, 2) @ r, self.prior.to(self.dtype),
+                                           alpha=self.alpha)
+            self.output(rates)  # the readouts exist
+            self.readouts.copy_(fitted.to(self.readouts.dtype))
+
+    def state_dict(self) -> dict:
+        return {"readouts": self.readouts, "rates": self.rates, "targets": self.targets, "added": self.added,
+                "pending": self.pending}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.readouts, self.rates, self.targets = state["readouts"], state["rates"], state["targets"]
+        self.added, self.pending = int(state["added"]), int(state["pending"])
 
 
 LEARNERS: dict[str, Callable[..., ReadoutLearner]] = {"delta": DeltaRule, "force": Force, "ridge": Ridge}

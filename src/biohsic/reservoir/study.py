@@ -1,11 +1,18 @@
 r"""Training the reservoir a priori, evaluating it frozen, and the capacity study (SPEC §4).
 
-The a priori stream is unrelated to any task: K independent streams of inputs
-:math:`x \sim \mathcal N(0, I)` (``"random"``) or :math:`x = \mu_y + \mathcal N(0, I)` with
-fixed random class centres (``"clusters"``, label-correlated inputs), uniform one-hot
-labels y, and a layer output :math:`z = \mathrm{LN}(\mathrm{relu}(W x + b))` from a fixed
-random hidden layer (:class:`biohsic.network.HiddenLayer`), so that z looks like a layer's
-output and the layer's local term :math:`J_N^\top g` is defined. The target of sample t is
+The a priori stream is not the task's training data: K independent streams of inputs
+:math:`x \sim \mathcal N(0, I)` (``"random"``), :math:`x = \mu_y + \mathcal N(0, I)` with
+fixed random class centres (``"clusters"``, label-correlated inputs), or drawn from a model
+of a task's inputs (``"task-gaussian"``: per class, the class mean plus a Gaussian of rank
+:data:`TASK_STREAM_RANK` along the leading principal directions of the within-class spread,
+plus isotropic noise with the variance they leave; fitted on the task's *validation* split,
+which the network never trains on, so task-like inputs whose labels depend on them);
+uniform one-hot labels y; and a layer output :math:`z = \mathrm{LN}(\mathrm{relu}(W a + b))`
+from a fixed random hidden layer (:class:`biohsic.network.HiddenLayer`), so that z looks
+like a layer's output and the layer's local term :math:`J_N^\top g` is defined. On a task
+stream the layer is the last of a random network of the task's shape (``hidden``, the
+widths up to and including the layer; its own salts, so never one of a run's networks)
+and its input ``a`` is the previous layer's output; otherwise ``a = x``. The target of sample t is
 the exact :math:`g_N` of the window of samples t-N+1..t
 (:func:`biohsic.functional.modulatory_signal`).
 
@@ -15,7 +22,14 @@ reservoir forgets its zero start and the window fills), then every sample is lea
 
 - ``r2``, ``cosine``: :math:`R^2` and mean cosine between the reservoir's output and g_N;
 - ``update_r2``, ``update_cosine``: the same for the layer's update :math:`J_N^\top o`
-  against :math:`J_N^\top g_N` (flattened (dW, db), through the same random layer).
+  against :math:`J_N^\top g_N` (flattened (dW, db), through the same random layer);
+- ``update_cosine_100``: the cosine of the updates summed over blocks of
+  :data:`AGGREGATE_BLOCK` consecutive samples of a stream (what a small learning rate applies);
+- ``ceiling_cosine``, ``ceiling_cosine_100``: the same two cosines for the ceiling
+  :math:`E[g_N \mid \text{current sample}]`, estimated by averaging :math:`g_N` over
+  :data:`CEILING_HISTORIES` random histories drawn from the stream
+  (:func:`biohsic.functional.reservoir.expected_signal`); ``ceiling_r2``, ``ceiling_update_r2``
+  its R² against g_N and of its update.
 """
 from __future__ import annotations
 
@@ -24,17 +38,19 @@ import io
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from ..config import require_finite
+from ..config import TrainConfig, require_finite
+from ..data import Dataset, load_task, split_validation
 from ..errors import ConfigError, DivergenceError
 from ..functional.modulator import modulatory_signal
-from ..functional.reservoir import (MemoryCapacity, memory_capacity, r2_from_moments, r2_score, ridge_readout,
-                                    ridge_validation_sse, row_cosines)
+from ..functional.reservoir import (MemoryCapacity, block_update_cosines, expected_signal, memory_capacity,
+                                    r2_from_moments, r2_score, ridge_readout, ridge_validation_sse, row_cosines)
 from ..network import HiddenLayer
 from ..plots import plot_capacity
 from ..runs import atomic_write_text
@@ -42,7 +58,17 @@ from ..seeding import seeded_generator
 from .learners import FORCE_ALPHA, LEARNERS, ReadoutLearner, Ridge
 from .model import Reservoir, ReservoirConfig, writing_to
 
-STREAM_KINDS = ("random", "clusters")
+STREAM_KINDS = ("random", "clusters", "task-gaussian")
+#: The streams drawn from a model of a task's inputs (they need ``StreamSettings.task``).
+TASK_STREAMS = ("task-gaussian",)
+#: Rank of the within-class Gaussian of ``"task-gaussian"``.
+TASK_STREAM_RANK = 32
+#: The random network of a task stream uses salts from here on (a run's networks use 0, 1, …).
+STREAM_NETWORK_SALT = 7000
+#: Consecutive samples whose updates are summed for the aggregated cosine.
+AGGREGATE_BLOCK = 100
+#: Random histories averaged for the ceiling E[g_N | current sample].
+CEILING_HISTORIES = 32
 CAPACITY_WINDOWS = (2, 4, 8, 16, 32)
 CAPACITY_UNITS = (250, 500, 1000, 2000, 4000)
 RIDGE_ALPHAS = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
@@ -53,7 +79,12 @@ class StreamSettings:
     """A stream of a priori samples: ``samples`` scored/learned samples in all, spread over
     ``streams`` parallel streams (one reservoir copy each), after ``washout`` + N - 1
     unscored samples per stream. ``data_seed`` draws the samples, ``task_seed`` the fixed
-    random layer (and the class centres of ``"clusters"``)."""
+    random layer (and the class centres of ``"clusters"``). Task streams: ``task`` (and
+    its ``data_dir``), whose validation split of ``fit_fraction`` at data seed ``fit_seed``
+    (a run's ``--val-fraction`` and ``--data-seed``) the input model is fitted on;
+    ``hidden``: the widths of the random network up to the layer (default: one layer);
+    ``network_seed``: use instead the initial network of the run's model of that seed (its
+    layers exactly as :class:`biohsic.network.Network` draws them), not a random one."""
 
     samples: int = 4096
     streams: int = 32
@@ -61,8 +92,23 @@ class StreamSettings:
     kind: str = "random"
     data_seed: int = 0
     task_seed: int = 0
+    task: str | None = None
+    data_dir: str | None = None
+    hidden: tuple[int, ...] = ()
+    fit_fraction: float = TrainConfig.val_fraction
+    fit_seed: int = TrainConfig.data_seed
+    network_seed: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.kind in TASK_STREAMS and self.task is None:
+            raise ConfigError(f"--stream {self.kind} is drawn from a model of a task's inputs; use it with "
+                              f"`biohsic reservoir train-task --task TASK`")
+        if self.network_seed is not None and not (self.kind in TASK_STREAMS and self.hidden):
+            raise ConfigError("--network-seed needs --stream task-gaussian (the run's own network serves a task stream)")
+        if self.kind in TASK_STREAMS and not 0 < self.fit_fraction < 1:
+            raise ConfigError(f"--stream {self.kind} is fitted on the task's validation split; its fraction must be "
+                              f"in (0, 1), got {self.fit_fraction}")
         if self.samples < 1 or self.streams < 1:
             raise ConfigError(f"--samples and --streams must be positive, got {self.samples} and {self.streams}")
         if self.washout < 0:
@@ -117,12 +163,14 @@ class LearnSettings:
 
 class Stream(NamedTuple):
     """Samples of K parallel streams, time first: ``x`` ``(L, K, d_x)``, ``y`` ``(L, K, d_y)``,
-    ``z`` ``(L, K, d_z)``, and the random ``layer`` that produced z."""
+    ``z`` ``(L, K, d_z)``, the random ``layer`` that produced z and its input ``a``
+    ``(L, K, d_in)`` (``x`` itself for a one-layer stream)."""
 
     x: Tensor
     y: Tensor
     z: Tensor
     layer: HiddenLayer
+    a: Tensor
 
 
 class EvalResult(NamedTuple):
@@ -131,6 +179,12 @@ class EvalResult(NamedTuple):
     update_r2: float
     update_cosine: float
     samples: int
+    update_cosine_100: float = float("nan")
+    ceiling_r2: float = float("nan")
+    ceiling_cosine: float = float("nan")
+    ceiling_update_r2: float = float("nan")
+    ceiling_update_cosine: float = float("nan")
+    ceiling_update_cosine_100: float = float("nan")
 
 
 class CapacityRow(NamedTuple):
@@ -146,31 +200,105 @@ class CapacityRow(NamedTuple):
 
 
 def random_layer(d_x: int, d_z: int, task_seed: int, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> HiddenLayer:
+                 device: torch.device | str | None = None, salt: int = 0) -> HiddenLayer:
     """The fixed random hidden layer of the a priori stream (PyTorch's default dense
     initialisation, one model), frozen."""
-    layer = HiddenLayer(d_x, d_z, seeds=(task_seed,), salt=0, dtype=dtype)
+    layer = HiddenLayer(d_x, d_z, seeds=(task_seed,), salt=salt, dtype=dtype)
     return (layer if device is None else layer.to(device)).requires_grad_(False)
+
+
+class GaussianInputs(NamedTuple):
+    r"""A model of a task's inputs: :math:`x = \mu_y + B\epsilon + s\,\xi` with
+    :math:`\epsilon \sim \mathcal N(0, I_r)`, :math:`\xi \sim \mathcal N(0, I_d)`; ``means``
+    ``(classes, d)``, ``basis`` ``(d, r)`` (principal directions of the within-class spread,
+    each scaled by its standard deviation) and ``residual`` the per-coordinate standard
+    deviation the r directions leave."""
+
+    means: Tensor
+    basis: Tensor
+    residual: float
+
+    def sample(self, labels: Tensor, generator: torch.Generator) -> Tensor:
+        """One input per label (``labels`` any shape) → ``labels.shape + (d,)``, float64."""
+        eps = torch.randn(*labels.shape, self.basis.shape[1], generator=generator, dtype=torch.float64)
+        noise = torch.randn(*labels.shape, self.means.shape[1], generator=generator, dtype=torch.float64)
+        return self.means[labels] + eps @ self.basis.transpose(0, 1) + self.residual * noise
+
+
+def fit_gaussian_inputs(x: Tensor, labels: Tensor, n_classes: int, rank: int = TASK_STREAM_RANK) -> GaussianInputs:
+    """Fit :class:`GaussianInputs` to inputs ``x`` ``(n, d)`` with class indices ``labels``:
+    class means, then the leading ``rank`` principal directions of the within-class residuals
+    (SVD, float64)."""
+    x = x.double()
+    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).double()
+    means = torch.zeros(n_classes, x.shape[1], dtype=torch.float64).index_add_(0, labels, x) / counts[:, None]
+    centred = x - means[labels]
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    rank = min(rank, len(singular))
+    scale = singular / math.sqrt(len(x))
+    residual = math.sqrt(float(scale[rank:].square().sum()) / x.shape[1])
+    return GaussianInputs(means, vh[:rank].transpose(0, 1) * scale[:rank], residual)
+
+
+@lru_cache(maxsize=4)
+def task_inputs(task: str, data_dir: str | None, fraction: float, seed: int) -> tuple[GaussianInputs, Dataset]:
+    """The input model of ``task``, fitted on its validation split (``fraction`` of the
+    training set at data seed ``seed``: the samples a run with those settings never trains
+    on), and the split task."""
+    data = split_validation(load_task(task, data_dir=data_dir, data_seed=seed), fraction, seed)
+    return fit_gaussian_inputs(data.x_val, data.y_val, data.n_classes), data
+
+
+def _stream_network(config: ReservoirConfig, settings: StreamSettings, dtype: torch.dtype,
+                    device: torch.device | str | None) -> list[HiddenLayer]:
+    """The random layers the stream's z comes from: one (salt 0) on x, or a network of the
+    widths ``settings.hidden`` (its own salts)."""
+    if not settings.hidden:
+        return [random_layer(config.d_x, config.d_z, settings.task_seed, dtype, device)]
+    if settings.hidden[-1] != config.d_z:
+        raise ConfigError(f"the stream's network ends in a layer of {settings.hidden[-1]} units, the reservoir's "
+                          f"layer has {config.d_z}")
+    sizes = (config.d_x, *settings.hidden)
+    if settings.network_seed is not None:  # the run's model: Network's seeds and salts
+        return [random_layer(n_in, n_out, settings.network_seed, dtype, device, salt=i)
+                for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
+    return [random_layer(n_in, n_out, settings.task_seed, dtype, device, salt=STREAM_NETWORK_SALT + i)
+            for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
+
+
+def _stream_inputs(config: ReservoirConfig, settings: StreamSettings, labels: Tensor,
+                   gen: torch.Generator) -> Tensor:
+    """The inputs ``(L, K, d_x)`` (float64) of the stream's labels."""
+    if settings.kind in TASK_STREAMS:
+        model, data = task_inputs(settings.task, settings.data_dir, settings.fit_fraction, settings.fit_seed)
+        if (data.n_features, data.n_classes) != (config.d_x, config.d_y):
+            raise ConfigError(f"--task {settings.task} has inputs of size {data.n_features} and {data.n_classes} "
+                              f"classes, the reservoir takes {config.d_x} and {config.d_y}")
+        return model.sample(labels, gen)
+    x = torch.randn(*labels.shape, config.d_x, generator=gen, dtype=torch.float64)
+    if settings.kind == "clusters":
+        centres = torch.randn(config.d_y, config.d_x, generator=seeded_generator(settings.task_seed, 202),
+                              dtype=torch.float64)
+        x = x + centres[labels]
+    return x
 
 
 def make_stream(config: ReservoirConfig, settings: StreamSettings, length: int, *, dtype: torch.dtype = torch.float32,
                 device: torch.device | str | None = None) -> Stream:
     """``length`` samples of ``settings.streams`` parallel a priori streams for a reservoir
     of ``config``'s sizes (see the module docstring)."""
-    k, d_x, d_y = settings.streams, config.d_x, config.d_y
     gen = seeded_generator(settings.data_seed, 101)
-    labels = torch.randint(d_y, (length, k), generator=gen)
-    x = torch.randn(length, k, d_x, generator=gen, dtype=torch.float64)
-    if settings.kind == "clusters":
-        centres = torch.randn(d_y, d_x, generator=seeded_generator(settings.task_seed, 202),
-                              dtype=torch.float64)
-        x = x + centres[labels]
-    y = torch.nn.functional.one_hot(labels, d_y).to(dtype)
-    layer = random_layer(d_x, config.d_z, settings.task_seed, dtype, device)
-    x, y = x.to(dtype=dtype, device=device), y.to(device)
+    labels = torch.randint(config.d_y, (length, settings.streams), generator=gen)
+    x = _stream_inputs(config, settings, labels, gen)
+    y = torch.nn.functional.one_hot(labels, config.d_y).to(dtype=dtype, device=device)
+    layers = _stream_network(config, settings, dtype, device)
+    x = x.to(dtype=dtype, device=device)
+    a = x
     with torch.no_grad():
-        z = layer(x)
-    return Stream(x, y, z, layer)
+        for layer in layers[:-1]:
+            a = layer(a)
+        z = layers[-1](a)
+    return Stream(x, y, z, layers[-1], a)
 
 
 def window_signals(x: Tensor, y: Tensor, z: Tensor, *, window: int, gamma: float, sigmas: Sequence[float],
@@ -267,8 +395,8 @@ def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor
                    chunk_elems: int = 1 << 22) -> tuple[float, float]:
     r"""R² and mean cosine of the layer's local update :math:`J_N^\top o` against
     :math:`J_N^\top g_N` (:meth:`biohsic.network.HiddenLayer.local_grad`, flattened (dW, db)),
-    one sample per row: ``x`` ``(n, d_x)``, ``output`` and ``target`` ``(n, d_z)``.
-    Accumulated in chunks, in float64."""
+    one sample per row: ``x`` ``(n, d_in)`` the layer's inputs, ``output`` and ``target``
+    ``(n, d_z)``. Accumulated in chunks, in float64."""
     n = x.shape[0]
     step = max(1, chunk_elems // (layer.weight.shape[-1] * layer.weight.shape[-2]))
     sse, t_sum, t_sq, cos_sum = 0.0, 0.0, 0.0, 0.0
@@ -284,20 +412,65 @@ def update_metrics(layer: HiddenLayer, x: Tensor, output: Tensor, target: Tensor
     return float(r2_from_moments(sse, t_sum, t_sq, n)), float(cos_sum / n)
 
 
-def _evaluate(reservoir: Reservoir, windows: Sequence[int], settings: StreamSettings) -> list[EvalResult]:
+def aggregated_update_cosine(layer: HiddenLayer, a: Tensor, output: Tensor, target: Tensor,
+                             block: int = AGGREGATE_BLOCK) -> float:
+    """The mean, over blocks of ``block`` consecutive samples of each stream, of the cosine
+    of the summed updates J_tᵀo_t and J_tᵀg_t
+    (:func:`~biohsic.functional.reservoir.block_update_cosines`); ``a`` ``(L, K, d_in)`` the
+    layer's inputs, ``output`` and ``target`` ``(L, K, d_z)``, time first. NaN when no stream
+    holds a full block."""
+    with torch.no_grad():
+        cache = layer.forward_cache(a.transpose(0, 1))
+        pred, true = (layer.drive_grad(cache, s.transpose(0, 1)) for s in (output, target))
+        cosines = torch.cat([block_update_cosines(pred[k], true[k], a[:, k], block) for k in range(a.shape[1])])
+    return float(cosines.mean()) if len(cosines) else float("nan")
+
+
+def ceiling_signals(stream: Stream, skip: int, config: ReservoirConfig, window: int,
+                    histories: int = CEILING_HISTORIES, seed: int = 0, chunk: int = 256) -> Tensor:
+    """The ceiling E[g_N | current sample] of each sample of the stream from ``skip`` on
+    ``(L - skip, K, d_z)``, estimated with ``histories`` random histories drawn from those
+    samples (:func:`~biohsic.functional.reservoir.expected_signal`)."""
+    x, y, z = (v[skip:].flatten(0, 1) for v in (stream.x, stream.y, stream.z))
+    gen = seeded_generator(seed, 404)
+    parts = []
+    for start in range(0, len(x), chunk):
+        rows = slice(start, start + chunk)
+        n = len(x[rows])
+        parts.append(expected_signal(x[rows], y[rows], z[rows], *(v.expand(n, *v.shape) for v in (x, y, z)),
+                                     window=window, histories=histories, gamma=config.gamma, sigmas=config.sigmas,
+                                     generator=gen))
+    return torch.cat(parts).unflatten(0, stream.x[skip:].shape[:2])
+
+
+def _scores(layer: HiddenLayer, a: Tensor, out: Tensor, tgt: Tensor) -> tuple[float, ...]:
+    """R², cosine, update R², update cosine and aggregated update cosine of ``out`` against
+    ``tgt`` (``(L, K, d_z)``, time first; ``a`` the layer's inputs)."""
+    flat_out, flat_tgt = out.flatten(0, 1), tgt.flatten(0, 1)
+    upd_r2, upd_cos = update_metrics(layer, a.flatten(0, 1), flat_out, flat_tgt)
+    return (float(r2_score(flat_out, flat_tgt)), float(row_cosines(flat_out, flat_tgt).mean()), upd_r2, upd_cos,
+            aggregated_update_cosine(layer, a, out, tgt))
+
+
+def _evaluate(reservoir: Reservoir, windows: Sequence[int], settings: StreamSettings,
+              ceiling: bool = False) -> list[EvalResult]:
     config, d_z = reservoir.config, reservoir.config.d_z
     skip = settings.washout + max(windows) - 1
     stream = make_stream(config, settings, skip + settings.per_stream(), dtype=reservoir.w_in.dtype,
                          device=reservoir.w_in.device)
-    targets = _stream_targets(config, stream, windows)[skip:].flatten(0, 1)
-    outputs = present(reservoir, stream, None, skip=skip).flatten(0, 1)
-    x = stream.x[skip:].flatten(0, 1)
+    targets = _stream_targets(config, stream, windows)[skip:]
+    outputs = present(reservoir, stream, None, skip=skip)
+    a = stream.a[skip:]
     results = []
-    for i in range(len(windows)):
-        out, tgt = outputs[:, i * d_z:(i + 1) * d_z], targets[:, i * d_z:(i + 1) * d_z]
-        upd_r2, upd_cos = update_metrics(stream.layer, x, out, tgt)
-        results.append(EvalResult(float(r2_score(out, tgt)), float(row_cosines(out, tgt).mean()), upd_r2, upd_cos,
-                                  out.shape[0]))
+    for i, window in enumerate(windows):
+        out, tgt = outputs[..., i * d_z:(i + 1) * d_z], targets[..., i * d_z:(i + 1) * d_z]
+        r2, cos, upd_r2, upd_cos, upd_cos_100 = _scores(stream.layer, a, out, tgt)
+        bound = ()
+        if ceiling:
+            best = ceiling_signals(stream, skip, config, window, seed=settings.data_seed)
+            b_r2, b_cos, b_upd_r2, b_upd_cos, b_upd_cos_100 = _scores(stream.layer, a, best, tgt)
+            bound = (b_r2, b_cos, b_upd_r2, b_upd_cos, b_upd_cos_100)
+        results.append(EvalResult(r2, cos, upd_r2, upd_cos, out.shape[0] * out.shape[1], upd_cos_100, *bound))
     return results
 
 
@@ -314,10 +487,11 @@ def train_apriori(config: ReservoirConfig, train: StreamSettings = StreamSetting
     return reservoir, summary
 
 
-def evaluate_frozen(reservoir: Reservoir, settings: StreamSettings) -> EvalResult:
+def evaluate_frozen(reservoir: Reservoir, settings: StreamSettings, ceiling: bool = False) -> EvalResult:
     """Score a reservoir with its readout frozen (no learner is used, the readout is never
-    written) on the stream ``settings`` describes; see the module docstring."""
-    return _evaluate(reservoir, [reservoir.config.window], settings)[0]
+    written) on the stream ``settings`` describes; ``ceiling``: score the ceiling too. See
+    the module docstring."""
+    return _evaluate(reservoir, [reservoir.config.window], settings, ceiling)[0]
 
 
 def capacity_study(base: ReservoirConfig, train: StreamSettings, evaluation: StreamSettings, learn: LearnSettings, *,
