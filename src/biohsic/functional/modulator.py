@@ -27,15 +27,19 @@ def _exact_signals(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tens
                    gamma: float, sigma_z: float) -> Tensor:
     r"""The modulatory signal of every sample of the window, :math:`g_n = \partial L/\partial z_n`:
 
-    .. math:: g_n = -\frac{2c}{s^2} \sum_j M_{nj} K_{Z,nj} (z_n - z_j)
+    .. math:: g_n = -\frac{2c}{s^2} \sum_{j \ne n} M_{nj} K_{Z,nj} (z_n - z_j)
 
-    Returns ``(..., N, d_z)``. The minibatch HSIC rule's signal; the streaming rule calls
-    :func:`_signal_from_kernels` for the newest sample only.
+    Summed over the differences themselves: the self-term j = n is exactly zero, so nothing
+    large cancels (the expanded form :math:`(\sum_j w_j) z_n - \sum_j w_j z_j` loses every
+    digit once :math:`K_{Z,nj} \ll 1` for j ≠ n, i.e. small :math:`\sigma_z`). O(N²·d_z)
+    memory. Returns ``(..., N, d_z)``. The minibatch HSIC rule's signal; the streaming rule
+    calls :func:`_signal_from_kernels` for the newest sample only.
     """
     n, dz = z.shape[-2], z.shape[-1]
     weights = center(kernel_x - gamma * kernel_y) * kernel_z
     scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
-    return scale * (weights.sum(-1, keepdim=True) * z - weights @ z)
+    differences = z.unsqueeze(-2) - z.unsqueeze(-3)             # (..., N, N, d_z): z_n - z_j
+    return scale * (weights.unsqueeze(-1) * differences).sum(-2)
 
 
 def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: float) -> Tensor:
@@ -49,19 +53,21 @@ def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: fl
     return a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
 
 
-def _exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int, *,
+def _exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int | Tensor, *,
                            sigma_z: float) -> Tensor:
     r""":math:`g_n` from row n of M and row n of :math:`K_Z`: with :math:`w_j = M_{nj} K_{Z,nj}`,
 
-    .. math:: g_n = -\frac{2c}{s^2}\Big(\big(\textstyle\sum_j w_j\big) z_n - \sum_j w_j z_j\Big)
+    .. math:: g_n = -\frac{2c}{s^2}\sum_{j \ne n} w_j (z_n - z_j)
 
-    O(N·d_z). ``m_row``, ``kernel_z_row`` ``(..., N)``, ``z`` ``(..., N, d_z)`` → ``(..., d_z)``.
+    summed over the differences, so the self-term is exactly zero and nothing cancels (see
+    :func:`_exact_signals`). O(N·d_z). ``m_row``, ``kernel_z_row`` ``(..., N)``, ``z``
+    ``(..., N, d_z)``, ``index`` an int or a 0-d integer tensor → ``(..., d_z)``.
     """
     n, dz = z.shape[-2], z.shape[-1]
     w = m_row * kernel_z_row
     scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
-    weighted_sum = (w.unsqueeze(-2) @ z).squeeze(-2)
-    return scale * (w.sum(-1, keepdim=True) * z[..., index, :] - weighted_sum)
+    differences = z.index_select(-2, torch.as_tensor(index, device=z.device).reshape(1) % n) - z
+    return scale * (w.unsqueeze(-2) @ differences).squeeze(-2)
 
 
 def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
