@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Mapping
 
-from ..config import (DTYPES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING, TrainConfig,
-                      check_device)
+from ..config import (DTYPES, ENGINES, MEMORY_MODES, NEURONS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING,
+                      TrainConfig, check_device)
 from ..data import TASKS
 from ..errors import ConfigError
 from ..modulators import MODULATORS
@@ -108,6 +108,11 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
              f"{TrainConfig.val_fraction:g}); every choice of a setting is made on it, never on the test set")
     add("--device", help="cpu or cuda (default cpu)")
     add("--dtype", choices=tuple(DTYPES), help="default float32")
+    add("--engine", choices=ENGINES,
+        help="what advances the run: eager (the rule and torch.optim, step by step), compiled (the rule's "
+             "explicit step compiled with torch.compile, chunks of steps per call; biohsic with a kernel "
+             "modulator, else eager with a warning), auto (default: compiled when the run is long enough to "
+             "repay the compile time)")
     group.add_argument("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
                        "whose per-sample operations are too small to share; all cores for minibatch rules)")
 
