@@ -186,7 +186,8 @@ def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypat
 def test_runs_the_compiled_step_cannot_serve_run_eagerly_with_one_warning(settings, reason):
     _, eager = build(dataclasses.replace(BASE, **settings), "eager")
     assert reason in compiled_support(eager.rule, eager.optimizer)
-    with pytest.warns(EngineWarning, match=f"--engine compiled: .*{reason}.*; this run uses the eager engine") as caught:
+    expected = f"--engine compiled: .*{reason}.*; this run uses the eager engine"
+    with pytest.warns(EngineWarning, match=expected) as caught:
         assert type(make_engine(eager.rule, eager.optimizer, "compiled", 10**9)) is EagerEngine
     assert len(caught) == 1
     assert type(make_engine(eager.rule, eager.optimizer, "auto", 10**9)) is EagerEngine
@@ -225,7 +226,7 @@ def test_compiled_equals_the_eager_rule(case, seeds, dtype, graph_cache):
     samples = samples_for(config, 200)
     expected = trained(config, "eager", samples)[:2]
     *got, engine = trained(config, "compiled", samples, steps_per_call=2)
-    assert engine.compile_seconds > 0 and set(engine.graphs) == {config.neuron}
+    assert engine.compile_seconds > 0 and engine.graph is not None
     assert relative_error(got, expected) <= (1e-10 if dtype == "float64" else 1e-4)
 
 

@@ -1,8 +1,9 @@
 """The compiled engine: chunks of :func:`~biohsic.engine.step.streaming_step` as one
-``torch.compile``\\d graph each (full graph, static shapes).
+``torch.compile``\\d graph (full graph, static shapes).
 
-A graph advances a run by ``steps_per_call`` samples of rate units, or by the T time steps of
-one sample of leaky units, optimiser included. The memory slots and the bias corrections of
+The graph advances a run by ``steps_per_call`` updates — samples of rate units, time steps
+of leaky units (a sample's T time steps are T updates with the same input, in the same
+memory slot) — optimiser included. The memory slots and the bias corrections of
 the chunk's updates come in as tensors, so one graph serves every position of a run; the
 run's tensors are those of the eager reference — the network's parameters, the ``torch.optim``
 optimiser's moments and step count, the rule's working memory and leaky state — updated in
@@ -33,16 +34,18 @@ from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
 from .step import StepSettings, StepState, streaming_step
 
-#: Samples of rate units per compiled call. More samples per call save Python overhead
-#: (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8, in one measurement on a
-#: loaded 2-core machine) but lengthen the compile (about linearly: the graph is unrolled).
+#: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
+#: save Python overhead (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8,
+#: in one measurement on a loaded 2-core machine) but lengthen the compile about linearly (the
+#: graph is unrolled).
 STEPS_PER_CALL = 4
 
 
 def cache_dir() -> Path:
     """Where compiled graphs are kept between runs: ``$BIOHSIC_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/biohsic`` (``~/.cache/biohsic``), subfolder ``inductor``."""
-    root = os.environ.get("BIOHSIC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "biohsic"
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = os.environ.get("BIOHSIC_CACHE_DIR") or home_cache / "biohsic"
     return Path(root) / "inductor"
 
 
@@ -93,8 +96,8 @@ def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettin
 
 class CompiledEngine:
     """Advances a run of :class:`~biohsic.rules.biohsic.BioHSIC` through compiled chunks of its
-    explicit step (see the module docstring): ``steps_per_call`` samples of rate units per call
-    (default :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk functions uncompiled."""
+    explicit step (see the module docstring): ``steps_per_call`` updates per call (default
+    :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled."""
 
     def __init__(self, rule: BioHSIC, optimizer: torch.optim.Optimizer, *, compile: bool = True,
                  steps_per_call: int | None = None):
@@ -108,7 +111,7 @@ class CompiledEngine:
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
-        self.graphs: dict[str, Callable[..., Any]] = {}   # the compiled chunk function of each kind
+        self.graph: Callable[..., Any] | None = None   # the compiled chunk function, built on first use
         #: seconds spent compiling (the first call of each graph)
         self.compile_seconds = 0.0
         self._records: list[tuple[int, Tensor]] = []   # (first step, per-model sums (updates, quantities, K))
@@ -171,103 +174,92 @@ class CompiledEngine:
             for p in self.params:
                 self.optimizer.state[p]["step"].add_(count)
 
-    # --- the chunk functions ---------------------------------------------------------
-    def _rate_chunk(self, state: StepState, x: Tensor, y: Tensor, slots: Tensor, bc1: Tensor,
-                    bc2: Tensor) -> tuple[Tensor, Tensor]:
-        """S consecutive learning steps of rate units: logits ``(K, S, classes)`` and the
-        per-model sums of each step's input, logits and signals ``(S, 2 + L, K)``."""
+    # --- the chunk function ----------------------------------------------------------
+    def _chunk(self, state: StepState, x: Tensor, y: Tensor, slots: Tensor, bc1: Tensor,
+               bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
+        """U consecutive updates — samples of rate units, time steps of leaky units — with inputs
+        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)`` and
+        bias corrections ``(U,)``. Returns each update's output ``(K, U, classes)`` and the
+        per-model sums of its input, output and signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
         outputs, checks = [], []
-        for s in range(x.shape[1]):
-            out, g = streaming_step(state, self.settings, x[:, s], y[:, s], slots[s:s + 1], bc1[s], bc2[s])
+        for u in range(x.shape[1]):
+            out, g = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
+                                    learn=learn)
             outputs.append(out)
-            checks.append(torch.stack([x[:, s].sum(-1), out.sum(-1), *(signal.sum(-1) for signal in g)]))
+            checks.append(torch.stack([x[:, u].sum(-1), out.sum(-1), *(signal.sum(-1) for signal in g)]))
         return torch.stack(outputs, 1), torch.stack(checks)
 
-    def _leaky_sample(self, state: StepState, x: Tensor, y: Tensor, slot: Tensor, bc1: Tensor,
-                      bc2: Tensor) -> tuple[Tensor, Tensor]:
-        """The T learning time steps of one sample of leaky units: the prediction ``(K, 1, classes)``
-        and the per-model sums of each time step's input, output and signals ``(T, 2 + L, K)``."""
+    def _predictions(self, outputs: Tensor) -> Tensor:
+        """What each sample's presentation predicts, ``(K, S, classes)``, from the outputs of its
+        updates ``(K, S·T, classes)``: rate units, the output; leaky units, the readout averaged
+        over the last :func:`~biohsic.functional.layers.prediction_steps` time steps, summed in
+        time order as the eager rule sums them."""
+        steps = self.rule.substeps
+        if steps == 1:
+            return outputs
+        per_sample = outputs.unflatten(1, (-1, steps))
+        averaged = prediction_steps(steps)
+        total = per_sample[:, :, steps - averaged].clone()
+        for t in range(steps - averaged + 1, steps):
+            total = total + per_sample[:, :, t]
+        return total / averaged
+
+    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool) -> tuple[Tensor, Tensor]:
+        """The updates of :meth:`_chunk`, ``steps_per_call`` per compiled call (the compiled
+        graph built on first use; its wall time counts as :attr:`compile_seconds`); the few left
+        over at the end, and the updates that only fill the memory, run uncompiled."""
+        if learn:
+            bc1, bc2 = self._bias_corrections(x.shape[1], x)
+        else:
+            bc1 = bc2 = x.new_ones(x.shape[1])
         outputs, checks = [], []
-        for t in range(self.rule.substeps):
-            out, g = streaming_step(state, self.settings, x[:, 0], y[:, 0], slot, bc1[t], bc2[t], new_sample=t == 0)
-            outputs.append(out)
-            checks.append(torch.stack([x[:, 0].sum(-1), out.sum(-1), *(signal.sum(-1) for signal in g)]))
-        return self._prediction(outputs), torch.stack(checks)
-
-    def _prediction(self, outputs: list[Tensor]) -> Tensor:
-        """What a sample's presentation predicts, ``(K, 1, classes)``: the output of rate units;
-        the readout of leaky units averaged over the last
-        :func:`~biohsic.functional.layers.prediction_steps` time steps, summed in time order
-        as the eager rule sums them."""
-        if not self.rule.leaky:
-            return outputs[0].unsqueeze(1)
-        averaged = prediction_steps(len(outputs))
-        total = outputs[-averaged].clone()
-        for out in outputs[len(outputs) - averaged + 1:]:
-            total = total + out
-        return (total / averaged).unsqueeze(1)
-
-    def _call(self, kind: str, compiled: bool, *args: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the chunk function of ``kind`` (``rate``: S samples; ``leaky``: the T time steps of
-        one sample) on the run's state: compiled when ``compiled`` and the engine compiles (the
-        graph built on first use; its wall time counts as :attr:`compile_seconds`)."""
-        function = self._rate_chunk if kind == "rate" else self._leaky_sample
         with torch.no_grad():
-            if not (compiled and self.compile):
-                return function(self.state(), *args)
-            first = kind not in self.graphs
-            if first:
-                self.graphs[kind] = compile_chunk(function, self.rule.network.readout.weight.device)
-            start = time.perf_counter()
-            with torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True):
-                result = self.graphs[kind](self.state(), *args)
-            if first:
-                self.compile_seconds += time.perf_counter() - start
-            return result
+            for first in range(0, x.shape[1], self.steps_per_call):
+                part = slice(first, first + self.steps_per_call)
+                args = (self.state(), x[:, part], y[:, part], slots[part], bc1[part], bc2[part])
+                if learn and self.compile and args[1].shape[1] == self.steps_per_call:
+                    out, check = self._compiled(*args)
+                else:
+                    out, check = self._chunk(*args, learn=learn)
+                outputs.append(out)
+                checks.append(check)
+        if learn:
+            self._count_updates(x.shape[1])
+        return torch.cat(outputs, 1), torch.cat(checks)
+
+    def _compiled(self, *args: Any) -> tuple[Tensor, Tensor]:
+        first = self.graph is None
+        if first:
+            self.graph = compile_chunk(self._chunk, self.rule.network.readout.weight.device)
+        start = time.perf_counter()
+        with torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True):
+            result = self.graph(*args)
+        if first:
+            self.compile_seconds += time.perf_counter() - start
+        return result
 
     # --- the engine protocol ------------------------------------------------------------
     def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the consecutive samples ``x`` ``(K, S, d_in)`` with one-hot labels ``y``
         ``(K, S, classes)``; return the logits (leaky units: the prediction) each met, ``(K, S, classes)``.
 
-        Rate units go ``steps_per_call`` samples per compiled call; the few left at the end of a
-        chunk (fewer than ``steps_per_call``) run through the same chunk function uncompiled, so
-        that a run needs one graph whatever its chunks."""
-        memory, outputs, position = self.rule.memory, [], 0
-        while position < x.shape[1]:
-            if memory.count + 1 < memory.capacity:
-                outputs.append(self._fill(x[:, position], y[:, position], position))
-                position += 1
+        Each sample is T updates (T time steps for leaky units, else 1) in one memory slot.
+        The samples that fill the working memory at the start of a run (no update yet, as
+        in the eager rule) run uncompiled."""
+        memory, steps = self.rule.memory, self.rule.substeps
+        filling = min(max(memory.capacity - 1 - memory.count, 0), x.shape[1])
+        predictions = []
+        for part, learn in ((slice(0, filling), False), (slice(filling, x.shape[1]), True)):
+            samples = x[:, part].shape[1]
+            if not samples:
                 continue
-            kind = "leaky" if self.rule.leaky else "rate"
-            size = 1 if self.rule.leaky else min(self.steps_per_call, x.shape[1] - position)
-            updates = size * self.rule.substeps
-            slots = torch.tensor([(memory.count + i) % memory.capacity for i in range(size)], device=x.device)
-            bc1, bc2 = self._bias_corrections(updates, x)
-            chunk_x, chunk_y = x[:, position:position + size], y[:, position:position + size]
-            out, checks = self._call(kind, size == self.steps_per_call or self.rule.leaky, chunk_x, chunk_y,
-                                     slots, bc1, bc2)
-            memory.count += size
-            self._count_updates(updates)
-            self._records.append((position, checks))
-            outputs.append(out)
-            position += size
-        return torch.cat(outputs, 1)
-
-    def _fill(self, x: Tensor, y: Tensor, position: int) -> Tensor:
-        """A sample that goes into the working memory before the window is full: forward and
-        memory only (the eager rule writes no gradient then), uncompiled."""
-        state, memory = self.state(), self.rule.memory
-        slot = torch.tensor([memory.count % memory.capacity], device=x.device)
-        unused = x.new_ones(())
-        outputs = []
-        with torch.no_grad():
-            for t in range(self.rule.substeps):
-                outputs.append(streaming_step(state, self.settings, x, y, slot, unused, unused, new_sample=t == 0,
-                                              learn=False)[0])
-        memory.count += 1
-        self._records.append((position, torch.stack([torch.stack([x.sum(-1), out.sum(-1)]) for out in outputs])))
-        return self._prediction(outputs)
+            slots = torch.tensor([(memory.count + i) % memory.capacity for i in range(samples)], device=x.device)
+            outputs, checks = self._run(x[:, part].repeat_interleave(steps, 1), y[:, part].repeat_interleave(steps, 1),
+                                        slots.repeat_interleave(steps), learn=learn)
+            memory.count += samples
+            self._records.append((part.start * steps, checks))
+            predictions.append(self._predictions(outputs))
+        return torch.cat(predictions, 1)
 
     def first_nonfinite(self) -> NonFinite | None:
         """The first non-finite input, logits or signal of the steps since the last call, or
@@ -278,11 +270,11 @@ class CompiledEngine:
         sums = [checks.sum() for _, checks in records] + [p.sum() for p in self.params]
         if bool(torch.isfinite(torch.stack(sums)).all()):
             return None
-        watch, substeps = NonFiniteWatch(), self.rule.substeps
+        watch, steps = NonFiniteWatch(), self.rule.substeps
         for first, checks in records:
-            for index, row in enumerate(checks):
-                watch.start_step(first + index // substeps, index % substeps)
-                if index % substeps == 0:
+            for index, row in enumerate(checks, start=first):
+                watch.start_step(index // steps, index % steps)
+                if index % steps == 0:
                     watch.record("input", "input", row[0])
                 watch.record("logits", "output", row[1])
                 for layer, signal in enumerate(row[2:]):

@@ -132,16 +132,15 @@ def forward(state: StepState, settings: StepSettings, x: Tensor) -> tuple[list[H
     return caches, output
 
 
-def remember(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs: list[Tensor], slot: Tensor,
-             new_sample: bool) -> None:
-    """Step 2: the working memory takes the sample (a new sample's x and y, and every layer's
-    output z, into ``slot``); with ``recompute``, the window's layer outputs are re-run through
+def remember(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs: list[Tensor], slot: Tensor) -> None:
+    """Step 2: the working memory takes the sample (its x, y and every layer's output z, into
+    ``slot``; at every time step of a leaky sample's presentation, where writing the same x and
+    y again changes nothing); with ``recompute``, the window's layer outputs are re-run through
     the current weights."""
     sigma_x, sigma_y, sigma_z = settings.sigmas
     streams = list(zip(state.values, state.kernels))
-    if new_sample:
-        write_slot(*streams[0], slot, x, sigma_x)
-        write_slot(*streams[1], slot, y, sigma_y)
+    write_slot(*streams[0], slot, x, sigma_x)
+    write_slot(*streams[1], slot, y, sigma_y)
     for (values, kernel), z in zip(streams[2:], zs):
         write_slot(values, kernel, slot, z, sigma_z)
     if settings.recompute:
@@ -196,11 +195,11 @@ def optimise(state: StepState, settings: StepSettings, grads: list[Tensor], bias
 
 
 def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, slot: Tensor,
-                   bias_correction1: Tensor, bias_correction2: Tensor, *, new_sample: bool = True,
+                   bias_correction1: Tensor, bias_correction2: Tensor, *,
                    learn: bool = True) -> tuple[Tensor, list[Tensor]]:
     """Advance every tensor of ``state`` by one sample ``x`` ``(K, d_in)`` with one-hot label
-    ``y`` ``(K, classes)`` (leaky units: by one time step of its presentation; ``new_sample``
-    for the first). ``slot``: the memory slot of the sample, a 1-element index tensor;
+    ``y`` ``(K, classes)`` (leaky units: by one time step of its presentation). ``slot``: the
+    memory slot of the sample, a 1-element index tensor;
     ``bias_correction1/2``: :math:`1 - \\beta_i^t` of this update. ``learn=False``: forward and
     memory only (the window is not full yet). Returns the output ``(K, classes)`` (logits, or
     the leaky readout's membrane) and each hidden layer's signal (empty without ``learn``).
@@ -210,7 +209,7 @@ def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tenso
         inputs = [cache.input for cache in caches] + [caches[-1].out, torch.ones_like(output[..., :1])]
         for trace, value in zip(state.traces, inputs):
             trace.copy_(leaky_step(trace, value, dt=settings.dt, tau=settings.tau))
-    remember(state, settings, x, y, [cache.out[:, 0] for cache in caches], slot, new_sample)
+    remember(state, settings, x, y, [cache.out[:, 0] for cache in caches], slot)
     if not learn:
         return output[:, 0], []
     g = signals(state, settings, slot)
