@@ -112,9 +112,9 @@ class CompiledEngine:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
         self.graph: Callable[..., Any] | None = None   # the compiled chunk function, built on first use
-        #: seconds spent compiling (the first call of each graph)
+        #: seconds spent compiling (the first call of the graph)
         self.compile_seconds = 0.0
-        self._records: list[tuple[int, Tensor]] = []   # (first step, per-model sums (updates, quantities, K))
+        self._records: list[tuple[int, Tensor]] = []   # (first update, per-model sums (updates, quantities, K))
         self._sync_updates()
 
     # --- the state ------------------------------------------------------------------
@@ -216,7 +216,10 @@ class CompiledEngine:
         with torch.no_grad():
             for first in range(0, x.shape[1], self.steps_per_call):
                 part = slice(first, first + self.steps_per_call)
-                args = (self.state(), x[:, part], y[:, part], slots[part], bc1[part], bc2[part])
+                # fresh contiguous tensors: a view's strides and offset (which vary with K and the
+                # chunk) are part of a static graph's guards, and a new one would recompile it
+                args = (self.state(), *(t.clone(memory_format=torch.contiguous_format)
+                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part])))
                 if learn and self.compile and args[1].shape[1] == self.steps_per_call:
                     out, check = self._compiled(*args)
                 else:
