@@ -307,7 +307,8 @@ class CompiledEngine:
 
 def compile_chunk(function: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
     """``torch.compile`` of a chunk function: one full graph, static shapes; on CUDA with CUDA
-    graphs (``mode="reduce-overhead"``). Graphs are cached on disk (:func:`cache_dir`)."""
+    graphs (``mode="reduce-overhead"``). Graphs are cached on disk in :func:`cache_dir` (unless
+    ``$TORCHINDUCTOR_CACHE_DIR`` is set already)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(function, fullgraph=True, dynamic=False, mode=mode)
