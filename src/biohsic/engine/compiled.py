@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -233,10 +234,10 @@ class CompiledEngine:
     def _compiled(self, *args: Any) -> tuple[Tensor, Tensor]:
         first = self.graph is None
         if first:
-            self.graph = compile_chunk(self._chunk, self.rule.network.readout.weight.device)
+            chunk = types.MethodType(own_code(CompiledEngine._chunk), self)
+            self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device)
         start = time.perf_counter()
-        with torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True):
-            result = self.graph(*args)
+        result = self.graph(*args)
         if first:
             self.compile_seconds += time.perf_counter() - start
         return result
@@ -303,6 +304,16 @@ class CompiledEngine:
         self.rule.load_state_dict(state["rule"])
         self._records = []
         self._sync_updates()
+
+
+def own_code(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``function`` with a code object of its own. ``torch.compile`` keeps its graphs
+    per code object: engines of different settings sharing one would recompile each other's
+    graph at every switch, and past the recompile limit silently run uncompiled."""
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
 
 
 def compile_chunk(function: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
