@@ -29,10 +29,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..functional.kernels import gaussian_kernel, gaussian_kernel_row
+from ..functional.kernels import gaussian_kernel
 from ..functional.layers import (HiddenCache, cross_entropy_grad, dense, hidden_forward, hidden_local_grad,
                                  leaky_step, rectify_normalize)
 from ..functional.modulator import _exact_signal_from_row, _modulation_row, _signal_from_kernels
+from ..memory import write_slot
 
 
 class StepState(NamedTuple):
@@ -94,16 +95,6 @@ def sgd_update(param: Tensor, grad: Tensor, settings: StepSettings) -> None:
     r"""Plain SGD with weight decay, in place, as ``torch.optim.SGD`` without momentum:
     :math:`\theta \leftarrow \theta - \eta (g + \lambda\theta)`."""
     param.sub_(settings.lr * (grad + settings.weight_decay * param))
-
-
-def write_slot(values: Tensor, kernel: Tensor, slot: Tensor, value: Tensor, sigma: float) -> None:
-    r"""Put ``value`` ``(K, d)`` in ``slot`` (a 1-element index tensor) of a stream and update that
-    slot's row and column of its kernel matrix, :math:`K_{s,j} = K_{j,s} = k(v, w_j)`, O(N·d)
-    (:meth:`biohsic.memory.Stream.write` with the slot as a tensor)."""
-    values.index_copy_(1, slot, value.unsqueeze(1))
-    row = gaussian_kernel_row(value, values, sigma=sigma)
-    kernel.index_copy_(1, slot, row.unsqueeze(1))
-    kernel.index_copy_(2, slot, row.unsqueeze(2))
 
 
 def layer_params(state: StepState) -> list[tuple[Tensor, Tensor]]:
