@@ -25,6 +25,7 @@ from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
 from biohsic.train import Trainer, make_optimizer, settings_mismatch
+from test_resume import assert_same_run, stopped_and_resumed
 
 D_IN, CLASSES = 2, 2   # the shapes of XOR, the data of the resume test
 BASE = TrainConfig(task="xor", hidden=(6, 4), window=4, dtype="float64", lr=1e-2, weight_decay=0.01,
@@ -237,8 +238,6 @@ def test_compiled_equals_the_eager_rule(config, graph_cache):
 
 @pytest.mark.slow
 def test_a_resumed_compiled_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, graph_cache):
-    from tests.unit.test_resume import assert_same_run, stopped_and_resumed
-
     data = load_task("xor")
     data = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
     config = dataclasses.replace(RESUMED, engine="compiled")
