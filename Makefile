@@ -4,7 +4,7 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/biohsic/__init__.py)
 
-.PHONY: run test install install-test dist release-check clean
+.PHONY: run test bench install install-test dist release-check clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ run: install
 ## make test: set up .venv with the test extras and run the whole test suite (slow tests included)
 test: install-test
 	$(PY) -m pytest tests $(ARGS)
+
+## make bench: samples/s of each engine (K, N, rate and leaky units), compile time, peak memory, and the
+## paired ratio with the authors' code where /tmp/authors exists: benchmarks/results/engine_speed.{md,json}
+bench: install
+	$(PY) benchmarks/engine_speed.py $(ARGS)
 
 ## make dist: the wheel and the sdist in dist/
 dist: install

@@ -17,6 +17,9 @@ from .functional.phsic import Z_KERNELS as PHSIC_KERNELS
 READOUT_UPDATES = ("window", "newest")
 MEMORY_MODES = ("stored", "recompute")
 NEURONS = ("rate", "leaky")
+#: What advances a run (see biohsic.engine.make_engine): the eager reference, the compiled
+#: step, or the compiled step when the run is long enough to repay compiling it.
+ENGINES = ("auto", "eager", "compiled")
 #: The floating-point types a run can compute in, by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 #: How a reservoir modulator's readouts behave in training (see biohsic.reservoir.closed_loop).
@@ -142,6 +145,7 @@ class TrainConfig:
     phsic_kernel: str = "gaussian"
     phsic_sigma: float = 5.0
     phsic_horizon: int = 100
+    engine: str = "auto"
 
     def resolved(self) -> "TrainConfig":
         """A copy with the task's defaults filled in, and its values validated (the names of
@@ -188,7 +192,8 @@ class TrainConfig:
                 f"units is stable only then), got {self.tau}")
         for name, value, allowed in (("readout-update", self.readout_update, READOUT_UPDATES),
                                      ("memory", self.memory, MEMORY_MODES), ("neuron", self.neuron, NEURONS),
-                                     ("dtype", self.dtype, DTYPES), ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS),
+                                     ("dtype", self.dtype, DTYPES), ("engine", self.engine, ENGINES),
+                                     ("phsic-kernel", self.phsic_kernel, PHSIC_KERNELS),
                                      ("reservoir-learning", self.reservoir_learning, RESERVOIR_LEARNING),
                                      ("optimizer", self.optimizer, OPTIMIZERS)):
             require(value in allowed, f"unknown --{name} {value!r}; choose one of {', '.join(allowed)}")

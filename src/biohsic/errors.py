@@ -30,6 +30,10 @@ class CheckpointWarning(UserWarning):
     """A damaged checkpoint was passed over for the one before it (the CLI prints one line)."""
 
 
+class EngineWarning(UserWarning):
+    """The compiled engine cannot serve a run, which runs on the eager engine (the CLI prints one line)."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -18,6 +18,16 @@ from torch import Tensor
 from .functional.kernels import gaussian_kernel, gaussian_kernel_row
 
 
+def write_slot(values: Tensor, kernel: Tensor, slot: Tensor, value: Tensor, sigma: float) -> None:
+    r"""Put ``value`` ``(K, d)`` in ``slot`` (a 1-element index tensor, so that a compiled graph
+    takes it as data) of a stream's ``values`` ``(K, N, d)`` and update that slot's row and
+    column of its ``kernel`` ``(K, N, N)``, :math:`K_{s,j} = K_{j,s} = k(v, w_j)`, O(N·d)."""
+    values.index_copy_(1, slot, value.unsqueeze(1))
+    row = gaussian_kernel_row(value, values, sigma=sigma)
+    kernel.index_copy_(1, slot, row.unsqueeze(1))
+    kernel.index_copy_(2, slot, row.unsqueeze(2))
+
+
 @dataclass
 class Stream:
     """One stream of the working memory: ``values`` ``(K, N, d)``, their kernel matrix
@@ -34,12 +44,8 @@ class Stream:
                    torch.zeros(n_models, capacity, capacity, dtype=dtype, device=device), float(sigma))
 
     def write(self, slot: int, value: Tensor) -> None:
-        r"""Put one sample per model (``(K, d)``) in ``slot`` and update that slot's row and
-        column of the kernel matrix, :math:`K_{s,j} = K_{j,s} = k(v, w_j)`, O(N·d)."""
-        self.values[:, slot] = value
-        row = gaussian_kernel_row(value, self.values, sigma=self.sigma)
-        self.kernel[:, slot, :] = row
-        self.kernel[:, :, slot] = row
+        """Put one sample per model (``(K, d)``) in ``slot`` (:func:`write_slot`), O(N·d)."""
+        write_slot(self.values, self.kernel, torch.tensor([slot], device=self.values.device), value, self.sigma)
 
     def replace(self, values: Tensor) -> None:
         """Overwrite every slot (``(K, N, d)``) and recompute the kernel matrix, O(N²·d)."""

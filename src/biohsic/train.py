@@ -22,7 +22,7 @@ from .architecture import parameter_count, plan_architecture
 from .config import DTYPES, TrainConfig, require_memory, saved_default
 from .data import Dataset, load_task, split_validation
 from .data.augment import Augmentation, crop_and_flip, draw_augmentation
-from .engine import EagerEngine, Engine
+from .engine import Engine, make_engine
 from .errors import CheckpointError, DataError, DivergenceError, require
 from .functional.hsic import hsic
 from .functional.kernels import gaussian_kernel
@@ -275,7 +275,8 @@ class Trainer:
         self.eval_batch = evaluation_batch(self.network)
         self.rule: Rule = build_rule(self.network, cfg)
         self.optimizer = make_optimizer(self.rule.trainable_parameters(), cfg)
-        self.engine: Engine = EagerEngine(self.rule, self.optimizer)
+        updates = cfg.epochs * self.steps_per_epoch * self.rule.substeps
+        self.engine: Engine = make_engine(self.rule, self.optimizer, cfg.engine, updates)
         self.windows = evaluation_windows(len(self.x_test), cfg.window).to(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         # One sample per update is many tiny tensor operations: extra threads only add
@@ -462,6 +463,7 @@ class Trainer:
             "per_model": last.get("per_model"), "seeds": self.seeds,
             "samples_per_second": self.samples_seen / max(self.train_seconds, 1e-9),
             "wall_seconds": self.train_seconds, "device": str(self.device),
+            "engine": type(self.engine).__name__, "compile_seconds": self.engine.compile_seconds,
             "modulator": cfg.modulator if self.rule.modulated else None,
             "memory": cfg.memory if self.rule.modulated else None,
             "checkpoint": self.checkpoint, "divergence": self.divergence,
@@ -557,9 +559,14 @@ def saved_form(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(config.to_dict()))
 
 
+#: Settings a resumed run may change: more epochs, and the engine (both engines advance the
+#: same state, and a checkpoint of either continues on the other).
+RESUMABLE_CHANGES = ("epochs", "engine")
+
+
 def differing_settings(config: TrainConfig, run_dir: Path) -> list[str]:
-    """The settings, other than ``epochs``, in which the run saved in ``run_dir`` (its
-    ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
+    """The settings, other than :data:`RESUMABLE_CHANGES`, in which the run saved in ``run_dir``
+    (its ``config.json``) differs from ``config``: a run may be continued for more epochs only."""
     return sorted(_differences(config, run_dir))
 
 
@@ -576,7 +583,8 @@ def _differences(config: TrainConfig, run_dir: Path) -> dict[str, tuple[Any, Any
     saved = read_json(Path(run_dir) / CONFIG)
     # a setting added to the library after the run was saved counts as the value it had before
     before = {key: saved.get(key, saved_default(key)) for key in wanted}
-    return {key: (before[key], wanted[key]) for key in wanted if key != "epochs" and wanted[key] != before[key]}
+    return {key: (before[key], wanted[key]) for key in wanted
+            if key not in RESUMABLE_CHANGES and wanted[key] != before[key]}
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@
   file, a diverged run) and running out of memory are one line on stderr, exit code 2;
 - a warning from a library never adds lines to an error: library warnings are held back and
   printed, one line each, only after a command that succeeds; biohsic's own warnings
-  (:class:`~biohsic.errors.CheckpointWarning`) are one line each, when they happen;
+  (:class:`~biohsic.errors.CheckpointWarning`, :class:`~biohsic.errors.EngineWarning`) are one
+  line each, when they happen;
 - anything else is an internal error: one line naming the file that holds the full
   traceback (``traceback.txt`` in the run folder, else a temporary file), exit code 1.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
-from ..errors import BiohsicError, CheckpointWarning
+from ..errors import BiohsicError, CheckpointWarning, EngineWarning
 from ..runs import is_out_of_memory, traceback_text
 from .compare import add_compare_command
 from .options import OneLineParser
@@ -64,7 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         text = one_line(message)
-        if issubclass(category, CheckpointWarning):
+        if issubclass(category, (CheckpointWarning, EngineWarning)):
             print(f"biohsic: warning: {text}", file=sys.stderr)
         elif f"{category.__name__}: {text}" not in held_back:
             held_back.append(f"{category.__name__}: {text}")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..architecture import NAMED_ARCHITECTURES
-from ..config import (DTYPES, MEMORY_MODES, NEURONS, OPTIMIZERS, PHSIC_KERNELS, READOUT_UPDATES, RESERVOIR_LEARNING,
-                      TrainConfig, check_device)
+from ..config import (DTYPES, ENGINES, MEMORY_MODES, NEURONS, OPTIMIZERS, PHSIC_KERNELS, READOUT_UPDATES,
+                      RESERVOIR_LEARNING, TrainConfig, check_device)
 from ..data import TASKS
 from ..errors import ConfigError
 from ..modulators import MODULATORS
@@ -131,6 +131,11 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                                           "validation split; default: all)")
     add("--device", help="cpu or cuda (default cpu)")
     add("--dtype", choices=tuple(DTYPES), help="default float32")
+    add("--engine", choices=ENGINES,
+        help="what advances the run: eager (the rule and torch.optim, step by step), compiled (the rule's "
+             "explicit step compiled with torch.compile, chunks of steps per call; biohsic with a kernel "
+             "modulator, else eager with a warning), auto (default: compiled when the run is long enough to "
+             "repay the compile time)")
     group.add_argument("--threads", type=int, help="torch threads while training (default: 1 for streaming rules, "
                        "whose per-sample operations are too small to share; all cores for minibatch rules)")
 

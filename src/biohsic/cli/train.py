@@ -61,6 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"samples/s={row['samples_per_second']:.0f}", file=sys.stderr)
 
         summary = trainer.run(on_epoch=report)
+    if summary["compile_seconds"]:
+        print(f"engine {summary['engine']}: {summary['compile_seconds']:.1f} s compiling", file=sys.stderr)
     print(f"test_accuracy={summary['test_accuracy']:.4f}")
     return 0
 

@@ -2,18 +2,32 @@
 
 The trainer (:class:`biohsic.train.Trainer`) hands an engine consecutive samples and scores
 the logits it returns; an engine owns the rule's state between steps and the optimiser.
-:class:`EagerEngine` is the reference (a rule's eager step and a ``torch.optim`` optimiser).
+:class:`EagerEngine` is the reference (a rule's eager step and a ``torch.optim`` optimiser);
+:class:`CompiledEngine` runs the rule's explicit step (:mod:`biohsic.engine.step`) compiled;
+:func:`make_engine` chooses between them (``--engine``).
 """
+import warnings
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
+from ..errors import EngineWarning
 from ..nonfinite import NonFinite
+from ..rules import Rule
+from .compiled import CompiledEngine, compiled_support, compiler_available
 from .eager import EagerEngine
+
+#: ``--engine auto`` compiles a run of at least this many updates (samples × time steps ×
+#: epochs): below it, compiling (tens of seconds cold) costs more than it saves.
+AUTO_MIN_UPDATES = 50_000
 
 
 class Engine(Protocol):
     """Advances a run by chunks of consecutive samples."""
+
+    #: seconds spent compiling so far (0 for an engine that compiles nothing)
+    compile_seconds: float
 
     def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on ``x`` ``(K, S, d_in)`` with one-hot labels ``y`` ``(K, S, classes)``; return the
@@ -39,4 +53,24 @@ class Engine(Protocol):
         """Restore what :meth:`state_dict` returned."""
 
 
-__all__ = ["EagerEngine", "Engine", "NonFinite"]
+def make_engine(rule: Rule, optimizer: torch.optim.Optimizer, choice: str, updates: int) -> "Engine":
+    """The engine ``choice`` (``eager``, ``compiled`` or ``auto``) for a run of ``updates``
+    updates. ``compiled`` where the compiled step cannot serve the run (another rule or
+    modulator, another kind of layer, no C++ compiler) is the eager engine, with one
+    :class:`~biohsic.errors.EngineWarning` saying why; ``auto`` compiles when the compiled step
+    serves the run, a compiler is there and ``updates`` ≥ :data:`AUTO_MIN_UPDATES`, silently."""
+    if choice == "eager":
+        return EagerEngine(rule, optimizer)
+    reason = compiled_support(rule, optimizer)
+    if reason is None and rule.network.readout.weight.device.type == "cpu" and not compiler_available():
+        reason = "no C++ compiler found (install g++ or set CXX)"
+    if choice == "auto" and (reason is not None or updates < AUTO_MIN_UPDATES):
+        return EagerEngine(rule, optimizer)
+    if reason is not None:
+        warnings.warn(f"--engine compiled: {reason}; this run uses the eager engine", EngineWarning, stacklevel=2)
+        return EagerEngine(rule, optimizer)
+    return CompiledEngine(rule, optimizer)
+
+
+__all__ = ["AUTO_MIN_UPDATES", "CompiledEngine", "EagerEngine", "Engine", "NonFinite", "compiled_support",
+           "make_engine"]

@@ -23,6 +23,7 @@ class EagerEngine:
         self.optimizer = optimizer
         trained = {id(p) for p in rule.trainable_parameters()}
         self.trained = [(name, p) for name, p in rule.network.named_parameters() if id(p) in trained]
+        self.compile_seconds = 0.0
 
     def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the consecutive samples ``x`` ``(K, S·B, d_in)`` with one-hot labels ``y``

@@ -23,22 +23,34 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown modulator kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
+def _select(t: Tensor, index: int | Tensor, dim: int) -> Tensor:
+    """Entry ``index`` of ``t`` along ``dim``, the dimension kept (size 1). ``index``: an int
+    (negative counts from the end) or an integer tensor of one element, so that a compiled
+    graph takes the position as data rather than as a constant."""
+    position = torch.as_tensor(index, device=t.device).reshape(1) % t.shape[dim]
+    return t.index_select(dim, position)
+
+
 def _exact_signals(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, *,
                    gamma: float, sigma_z: float) -> Tensor:
     r"""The modulatory signal of every sample of the window, :math:`g_n = \partial L/\partial z_n`:
 
-    .. math:: g_n = -\frac{2c}{s^2} \sum_j M_{nj} K_{Z,nj} (z_n - z_j)
+    .. math:: g_n = -\frac{2c}{s^2} \sum_{j \ne n} M_{nj} K_{Z,nj} (z_n - z_j)
 
-    Returns ``(..., N, d_z)``. The minibatch HSIC rule's signal; the streaming rule calls
-    :func:`_signal_from_kernels` for the newest sample only.
+    Summed over the differences themselves: the self-term j = n is exactly zero, so nothing
+    large cancels (the expanded form :math:`(\sum_j w_j) z_n - \sum_j w_j z_j` loses every
+    digit once :math:`K_{Z,nj} \ll 1` for j ≠ n, i.e. small :math:`\sigma_z`). O(N²·d_z)
+    memory. Returns ``(..., N, d_z)``. The minibatch HSIC rule's signal; the streaming rule
+    calls :func:`_signal_from_kernels` for the newest sample only.
     """
     n, dz = z.shape[-2], z.shape[-1]
     weights = center(kernel_x - gamma * kernel_y) * kernel_z
     scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
-    return scale * (weights.sum(-1, keepdim=True) * z - weights @ z)
+    differences = z.unsqueeze(-2) - z.unsqueeze(-3)             # (..., N, N, d_z): z_n - z_j
+    return scale * (weights.unsqueeze(-1) * differences).sum(-2)
 
 
-def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: float) -> Tensor:
+def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int | Tensor, *, gamma: float) -> Tensor:
     r"""Row n of :math:`M = H (K_X - \gamma K_Y) H`, shared by every layer's signal.
 
     With the row means :math:`r = A\mathbf{1}/N` and the grand mean :math:`m` of
@@ -46,25 +58,28 @@ def _modulation_row(kernel_x: Tensor, kernel_y: Tensor, index: int, *, gamma: fl
     """
     a = kernel_x - gamma * kernel_y
     row_means = a.mean(-1)
-    return a[..., index, :] - row_means - row_means[..., index, None] + row_means.mean(-1, keepdim=True)
+    return (_select(a, index, -2).squeeze(-2) - row_means - _select(row_means, index, -1)
+            + row_means.mean(-1, keepdim=True))
 
 
-def _exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int, *,
+def _exact_signal_from_row(m_row: Tensor, kernel_z_row: Tensor, z: Tensor, index: int | Tensor, *,
                            sigma_z: float) -> Tensor:
     r""":math:`g_n` from row n of M and row n of :math:`K_Z`: with :math:`w_j = M_{nj} K_{Z,nj}`,
 
-    .. math:: g_n = -\frac{2c}{s^2}\Big(\big(\textstyle\sum_j w_j\big) z_n - \sum_j w_j z_j\Big)
+    .. math:: g_n = -\frac{2c}{s^2}\sum_{j \ne n} w_j (z_n - z_j)
 
-    O(N·d_z). ``m_row``, ``kernel_z_row`` ``(..., N)``, ``z`` ``(..., N, d_z)`` → ``(..., d_z)``.
+    summed over the differences, so the self-term is exactly zero and nothing cancels (see
+    :func:`_exact_signals`). O(N·d_z). ``m_row``, ``kernel_z_row`` ``(..., N)``, ``z``
+    ``(..., N, d_z)``, ``index`` an int or a 0-d integer tensor → ``(..., d_z)``.
     """
     n, dz = z.shape[-2], z.shape[-1]
     w = m_row * kernel_z_row
     scale = -2.0 / ((n - 1) ** 2 * sigma_z**2 * dz)
-    weighted_sum = (w.unsqueeze(-2) @ z).squeeze(-2)
-    return scale * (w.sum(-1, keepdim=True) * z[..., index, :] - weighted_sum)
+    differences = _select(z, index, -2) - z
+    return scale * (w.unsqueeze(-2) @ differences).squeeze(-2)
 
 
-def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int | Tensor, *,
                   gamma: float, sigma_z: float, variant: str = "paper") -> Tensor:
     r"""The modulatory signal of the authors' published code (SPEC §3.1), for reproduction.
 
@@ -82,9 +97,9 @@ def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tenso
     n, dz = z.shape[-2], z.shape[-1]
     a = kernel_x - gamma * kernel_y
     ha_diag = torch.diagonal(a, dim1=-2, dim2=-1) - a.mean(-2)
-    alpha = (2.0 / (sigma_z**2 * dz)) * kernel_z[..., index, :, None] * (z[..., index, None, :] - z)
+    alpha = (2.0 / (sigma_z**2 * dz)) * _select(kernel_z, index, -2).transpose(-1, -2) * (_select(z, index, -2) - z)
     c = 1.0 / (n - 1) ** 2
-    ha_nn = ha_diag[..., index, None]
+    ha_nn = _select(ha_diag, index, -1)
     if variant == "paper-jan2024":
         return (c / n) * ha_nn * alpha.sum(-2)
     if variant != "paper":
@@ -92,7 +107,7 @@ def _paper_signal(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tenso
     return (c / n) * ((ha_diag.unsqueeze(-1) * alpha).sum(-2) + ha_nn * alpha.sum(-2))
 
 
-def _signal_from_kernels(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int, *,
+def _signal_from_kernels(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, index: int | Tensor, *,
                          gamma: float, sigma_z: float, kind: str = "exact") -> Tensor:
     """The modulatory signal of sample ``index`` of a window whose kernels are known, of
     the given ``kind`` (``"exact"``, ``"paper"`` or ``"paper-jan2024"``). ``"exact"`` costs
@@ -100,7 +115,7 @@ def _signal_from_kernels(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z
     _check_kind(kind)
     if kind == "exact":
         m_row = _modulation_row(kernel_x, kernel_y, index, gamma=gamma)
-        return _exact_signal_from_row(m_row, kernel_z[..., index, :], z, index, sigma_z=sigma_z)
+        return _exact_signal_from_row(m_row, _select(kernel_z, index, -2).squeeze(-2), z, index, sigma_z=sigma_z)
     return _paper_signal(kernel_x, kernel_y, kernel_z, z, index, gamma=gamma, sigma_z=sigma_z, variant=kind)
 
 

@@ -1,0 +1,251 @@
+"""The explicit streaming step and the compiled engine against the eager reference (the rule
+classes with ``torch.optim``), the engine's choice and fallback, and resuming a compiled run.
+
+Uncompiled (``CompiledEngine(compile=False)``) the engine runs the same chunk functions that
+``torch.compile`` compiles: those tests check the step function itself against the rule, for
+every combination the compiled engine serves; the ``slow`` tests compile (tiny shapes: a
+cold compile takes tens of seconds on 2 cores; graphs are then cached on disk).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import warnings
+
+import pytest
+import torch
+
+import biohsic.engine as engine_module
+import biohsic.engine.compiled as compiled_module
+from biohsic.config import TrainConfig
+from biohsic.data import load_task
+from biohsic.engine import AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, compiled_support, make_engine
+from biohsic.errors import EngineWarning
+from biohsic.network import Network
+from biohsic.rules import build_rule
+from biohsic.train import Trainer, make_optimizer, settings_mismatch
+from test_resume import assert_same_run, stopped_and_resumed
+
+D_IN, CLASSES = 2, 2   # the shapes of XOR, the data of the resume test
+BASE = TrainConfig(task="xor", hidden=(6, 4), window=4, dtype="float64", lr=1e-2, weight_decay=0.01,
+                   steps_per_sample=4)
+
+#: Every setting the compiled step serves, each away from the base run (rate, exact, stored, window).
+COMBINATIONS = {
+    "rate exact": dict(),
+    "rate paper": dict(modulator="paper"),
+    "rate paper-jan2024": dict(modulator="paper-jan2024"),
+    "rate recompute": dict(memory="recompute"),
+    "rate newest": dict(readout_update="newest"),
+    "leaky exact": dict(neuron="leaky"),
+    "leaky paper": dict(neuron="leaky", modulator="paper"),
+    "leaky paper-jan2024": dict(neuron="leaky", modulator="paper-jan2024"),
+    "leaky recompute": dict(neuron="leaky", memory="recompute"),
+    "leaky newest": dict(neuron="leaky", readout_update="newest"),
+}
+
+
+def build(config: TrainConfig, kind: str, **options):
+    """A network, rule and optimiser for ``config`` and the engine ``kind`` (``eager`` or ``step``:
+    the compiled engine's chunk functions, uncompiled; ``compiled``)."""
+    cfg = config.resolved()
+    network = Network([D_IN, *cfg.hidden, CLASSES], seeds=range(cfg.seeds), dtype=getattr(torch, cfg.dtype))
+    rule = build_rule(network, cfg)
+    optimizer = make_optimizer(rule.trainable_parameters(), cfg)
+    if kind == "eager":
+        return network, EagerEngine(rule, optimizer)
+    return network, CompiledEngine(rule, optimizer, compile=kind == "compiled", **options)
+
+
+def stream(config: TrainConfig, samples: int, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, config.dtype)
+    x = torch.randn(config.seeds, samples, D_IN, generator=gen, dtype=dtype)
+    y = torch.nn.functional.one_hot(torch.randint(CLASSES, (config.seeds, samples), generator=gen), CLASSES)
+    return x, y.to(dtype)
+
+
+def trained(config: TrainConfig, kind: str, samples: int, chunk: int = 37, **options):
+    """The logits of every sample and the parameters after ``samples`` samples in chunks of ``chunk``."""
+    network, engine = build(config, kind, **options)
+    x, y = stream(config, samples)
+    logits = []
+    for start in range(0, samples, chunk):
+        logits.append(engine.train_chunk(x[:, start:start + chunk], y[:, start:start + chunk]))
+        assert engine.first_nonfinite() is None
+    return torch.cat(logits, 1), [p.detach().clone() for p in network.parameters()], engine
+
+
+def relative_error(got, expected) -> float:
+    (logits, params), (ref_logits, ref_params) = got, expected
+    return max(float((a - b).norm() / b.norm()) for a, b in zip([logits, *params], [ref_logits, *ref_params]))
+
+
+def samples_for(config: TrainConfig, updates: int) -> int:
+    return updates // (config.steps_per_sample if config.neuron == "leaky" else 1)
+
+
+@pytest.mark.parametrize("case, seeds", [(case, 3) for case in COMBINATIONS] + [("rate exact", 1), ("leaky exact", 1)])
+def test_step_equals_the_eager_rule_in_float64(case, seeds):
+    config = dataclasses.replace(BASE, seeds=seeds, **COMBINATIONS[case])
+    samples = samples_for(config, 80)
+    expected = trained(config, "eager", samples, chunk=13)[:2]
+    got = trained(config, "step", samples, chunk=13, steps_per_call=4)[:2]
+    assert relative_error(got, expected) <= 1e-10
+
+
+@pytest.mark.parametrize("case", ["rate exact", "leaky exact", "rate paper"])
+def test_step_equals_the_eager_rule_in_float32(case):
+    config = dataclasses.replace(BASE, seeds=3, dtype="float32", lr=1e-3, **COMBINATIONS[case])
+    samples = samples_for(config, 80)
+    expected = trained(config, "eager", samples)[:2]
+    got = trained(config, "step", samples, steps_per_call=4)[:2]
+    assert relative_error(got, expected) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["rate recompute", "leaky exact"])
+def test_step_equals_the_eager_rule_after_a_thousand_updates(case):
+    config = dataclasses.replace(BASE, seeds=3, lr=1e-3, **COMBINATIONS[case])
+    samples = samples_for(config, 1000)
+    expected = trained(config, "eager", samples, chunk=128)[:2]
+    got = trained(config, "step", samples, chunk=128)[:2]
+    assert relative_error(got, expected) <= 1e-10
+
+
+def test_the_sgd_step_equals_torch_sgd():
+    config = dataclasses.replace(BASE, seeds=2).resolved()
+    results = []
+    for kind in ("eager", "step"):
+        network = Network([D_IN, *config.hidden, CLASSES], seeds=range(2), dtype=torch.float64)
+        rule = build_rule(network, config)
+        optimizer = torch.optim.SGD(rule.trainable_parameters(), lr=0.05, weight_decay=0.01)
+        engine = EagerEngine(rule, optimizer) if kind == "eager" else CompiledEngine(rule, optimizer, compile=False)
+        x, y = stream(config, 60)
+        logits = engine.train_chunk(x, y)
+        results.append((logits, [p.detach().clone() for p in network.parameters()]))
+    assert relative_error(results[1], results[0]) <= 1e-12
+
+
+def test_a_checkpoint_of_either_engine_continues_on_the_other():
+    config = dataclasses.replace(BASE, seeds=2)
+    x, y = stream(config, 90)
+    whole_network, whole = build(config, "eager")
+    whole.train_chunk(x, y)
+    first_network, first = build(config, "step")
+    first.train_chunk(x[:, :50], y[:, :50])
+    state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
+    second_network, second = build(config, "eager")
+    second_network.load_state_dict(state["network"])
+    second.load_state_dict(copy.deepcopy(state))
+    second.train_chunk(x[:, 50:], y[:, 50:])
+    back_network, back = build(config, "step")
+    back_network.load_state_dict(state["network"])
+    back.load_state_dict(state)
+    back.train_chunk(x[:, 50:], y[:, 50:])
+    for network in (second_network, back_network):
+        for a, b in zip(network.parameters(), whole_network.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("neuron", ["rate", "leaky"])
+def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(neuron):
+    config = dataclasses.replace(BASE, seeds=3, neuron=neuron)
+    reports = []
+    for kind in ("eager", "step"):
+        _, engine = build(config, kind)
+        x, y = stream(config, 30)
+        x[1, 17, 1] = float("nan")
+        engine.train_chunk(x, y)
+        reports.append(engine.first_nonfinite())
+    assert reports[0] is not None and reports[1] == reports[0]
+    assert (reports[1].step, reports[1].quantity, reports[1].models) == (17, "input", (1,))
+
+
+def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypatch):
+    _, eager = build(BASE, "eager")
+    rule, optimizer = eager.rule, eager.optimizer
+    assert type(make_engine(rule, optimizer, "eager", 10**9)) is EagerEngine
+    assert type(make_engine(rule, optimizer, "auto", AUTO_MIN_UPDATES - 1)) is EagerEngine
+    assert type(make_engine(rule, optimizer, "auto", AUTO_MIN_UPDATES)) is CompiledEngine
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert type(make_engine(rule, optimizer, "compiled", 1)) is CompiledEngine
+    monkeypatch.setattr(engine_module, "compiler_available", lambda: False)
+    assert type(make_engine(rule, optimizer, "auto", 10**9)) is EagerEngine
+    with pytest.warns(EngineWarning, match="no C.. compiler") as caught:
+        assert type(make_engine(rule, optimizer, "compiled", 1)) is EagerEngine
+    assert len(caught) == 1
+
+
+@pytest.mark.parametrize("settings, reason", [
+    (dict(rule="phsic-stream"), "rule phsic-stream has no compiled step"),
+    (dict(rule="bp", batch_size=4), "rule bp has no compiled step"),
+    (dict(hidden=()), "dense hidden layers"),
+])
+def test_runs_the_compiled_step_cannot_serve_run_eagerly_with_one_warning(settings, reason):
+    _, eager = build(dataclasses.replace(BASE, **settings), "eager")
+    assert reason in compiled_support(eager.rule, eager.optimizer)
+    expected = f"--engine compiled: .*{reason}.*; this run uses the eager engine"
+    with pytest.warns(EngineWarning, match=expected) as caught:
+        assert type(make_engine(eager.rule, eager.optimizer, "compiled", 10**9)) is EagerEngine
+    assert len(caught) == 1
+    assert type(make_engine(eager.rule, eager.optimizer, "auto", 10**9)) is EagerEngine
+
+
+def test_an_unknown_layer_type_runs_eagerly():
+    _, eager = build(BASE, "eager")
+
+    class OtherLayer(type(eager.rule.network.hidden[0])):
+        """Stands for a layer type the compiled step does not know (a convolution)."""
+
+    eager.rule.network.hidden[0].__class__ = OtherLayer
+    assert "dense hidden layers" in compiled_support(eager.rule, eager.optimizer)
+
+
+def test_the_engine_may_change_when_a_run_is_resumed(tmp_path):
+    config = TrainConfig(**{**dataclasses.asdict(BASE), "engine": "eager"}).resolved()
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    assert settings_mismatch(dataclasses.replace(config, engine="compiled"), tmp_path) == ""
+    assert "--lr" in settings_mismatch(dataclasses.replace(config, lr=0.5), tmp_path)
+
+
+# --- compiled (slow: each test compiles its graphs once; they are cached on disk) -------------
+
+
+@pytest.fixture
+def graph_cache(tmp_path_factory, monkeypatch):
+    """Compiled graphs cached in this session's temporary folder, shared by its tests."""
+    monkeypatch.setenv("BIOHSIC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "biohsic-cache"))
+
+
+#: The run of the resume test below, whose graph the float32 case compiles first (cached on disk).
+RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fraction=0.0, seeds=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [dataclasses.replace(BASE, seeds=3),
+                                    dataclasses.replace(BASE, **COMBINATIONS["leaky paper"]), RESUMED],
+                         ids=["rate exact K=3 float64", "leaky paper K=1 float64", "rate exact K=2 float32"])
+def test_compiled_equals_the_eager_rule(config, graph_cache):
+    samples = samples_for(config, 200)
+    expected = trained(config, "eager", samples)[:2]
+    *got, engine = trained(config, "compiled", samples, steps_per_call=2)
+    assert engine.compile_seconds > 0 and engine.graph is not None
+    assert relative_error(got, expected) <= (1e-10 if config.dtype == "float64" else 1e-4)
+
+
+@pytest.mark.slow
+def test_a_resumed_compiled_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, graph_cache):
+    data = load_task("xor")
+    data = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
+    config = dataclasses.replace(RESUMED, engine="compiled")
+    monkeypatch.setattr(compiled_module, "STEPS_PER_CALL", 2)
+    whole = Trainer(config, run_dir=tmp_path / "whole", dataset=data, checkpoint_every=7)
+    assert type(whole.engine) is CompiledEngine
+    whole.run()
+    assert stopped_and_resumed(config, data, tmp_path / "split", monkeypatch, "chunk", 4, 7)
+    assert_same_run(tmp_path / "whole", tmp_path / "split")
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["engine"] == "CompiledEngine" and summary["compile_seconds"] > 0
