@@ -42,8 +42,10 @@ AUTHORS_BENCH = os.environ.get("AUTHORS_BENCH", "/work/shared/anchors/authors-be
 WARMUP = 128
 
 
-def measure(units: str, models: int, window: int, engine: str, samples: int, steps_per_call: int | None) -> dict:
-    """One measurement in this process (see the module docstring)."""
+def warmed_up(units: str, models: int, window: int, engine: str, samples: int, steps_per_call: int | None):
+    """An engine of the given kind on one thread, its working memory filled and one chunk of
+    ``WARMUP`` samples run (compiling, for the compiled engine); returns it, the time the
+    warm-up took, and ``samples`` more random samples ``(x, y)`` of the task's shape."""
     torch.set_num_threads(1)
     d_in, hidden, classes, neuron = SHAPES[units]
     cfg = TrainConfig(task="xor", window=window, hidden=hidden, seeds=models, neuron=neuron, lr=1e-4).resolved()
@@ -57,15 +59,22 @@ def measure(units: str, models: int, window: int, engine: str, samples: int, ste
     x = torch.rand(models, total, d_in, generator=gen)
     y = F.one_hot(torch.randint(0, classes, (models, total), generator=gen), classes).float()
     start = time.perf_counter()
-    for first in range(0, window + WARMUP, 128):
-        last = min(first + 128, window + WARMUP)
-        runner.train_chunk(x[:, first:last], y[:, first:last])
-        runner.first_nonfinite()
-    warmup_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    for first in range(window + WARMUP, total, 128):
+    run_chunks(runner, x[:, :window + WARMUP], y[:, :window + WARMUP])
+    return runner, time.perf_counter() - start, x[:, window + WARMUP:], y[:, window + WARMUP:]
+
+
+def run_chunks(runner, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Train on ``(x, y)`` in chunks of 128 samples, as the trainer does."""
+    for first in range(0, x.shape[1], 128):
         runner.train_chunk(x[:, first:first + 128], y[:, first:first + 128])
         runner.first_nonfinite()
+
+
+def measure(units: str, models: int, window: int, engine: str, samples: int, steps_per_call: int | None) -> dict:
+    """One measurement in this process (see the module docstring)."""
+    runner, warmup_seconds, x, y = warmed_up(units, models, window, engine, samples, steps_per_call)
+    start = time.perf_counter()
+    run_chunks(runner, x, y)
     seconds = time.perf_counter() - start
     return {"units": units, "K": models, "N": window, "engine": engine, "samples": samples,
             "samples_per_second": samples * models / seconds, "compile_seconds": runner.compile_seconds,
