@@ -11,9 +11,7 @@ Markdown table and saves it with the raw figures as benchmarks/results/conv_step
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from biohsic.config import TrainConfig
 from biohsic.network import Network
 from biohsic.rules import build_rule
 from biohsic.train import make_optimizer
+from results_io import machine_facts, write_results
 
 #: (architecture, input shape, timed steps on a CPU, timed steps on a GPU)
 CASES = [("small-cnn", (1, 28, 28), 400, 1000), ("paper-cnn", (3, 32, 32), 20, 400)]
@@ -73,14 +72,8 @@ def main() -> None:
     lines = ["| network | input | device | N | K | samples/s | ms per step |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['arch']} | {r['input']} | {r['device']} | {r['window']} | {r['models']} | "
               f"{r['samples_per_second']:.1f} | {1000 / r['samples_per_second']:.2f} |" for r in rows]
-    meta = dict(torch=torch.__version__, threads=args.threads, machine=platform.machine(),
-                processor=platform.processor(),
-                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + f"\n\n{json.dumps(meta)}\n")
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print("\n".join(lines))
+    meta = machine_facts(threads=args.threads, gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    write_results(args.out, lines, meta, rows)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ samples/s counts samples summed over the K models.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from biohsic.config import TrainConfig
 from biohsic.network import Network
 from biohsic.rules import build_rule
 from biohsic.train import make_optimizer
+from results_io import machine_facts, write_results
 
 SHAPES = {"digits": (64, (128, 64), 10), "fashion-mnist": (784, (128, 64), 10)}
 
@@ -69,13 +68,8 @@ def main() -> None:
     lines = ["| input shape | N | K | modulator | memory | samples/s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['shape']} | {r['window']} | {r['models']} | {r['modulator']} | {r['memory']} | "
               f"{r['samples_per_second']:.0f} |" for r in rows]
-    meta = dict(torch=torch.__version__, threads=args.threads, machine=platform.machine(),
-                processor=platform.processor(), steps=steps)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + f"\n\n{json.dumps(meta)}\n")
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print("\n".join(lines))
+    meta = machine_facts(threads=args.threads, steps=steps)
+    write_results(args.out, lines, meta, rows)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from ..network import HiddenLayer, Readout
 from ..nonfinite import NonFinite, NonFiniteWatch
 from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
+from .eager import RuleEngine
 from .step import StepSettings, StepState, streaming_step
 
 #: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
@@ -96,7 +97,7 @@ def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettin
                         eps=float(group["eps"]) if adamw else 1e-8)
 
 
-class CompiledEngine:
+class CompiledEngine(RuleEngine):
     """Advances a run of :class:`~biohsic.rules.biohsic.BioHSIC` through compiled chunks of its
     explicit step (see the module docstring): ``steps_per_call`` updates per call (default
     :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled."""
@@ -291,21 +292,7 @@ class CompiledEngine:
             watch.record("parameter", name, param)
         return watch.first()
 
-    def reset(self) -> None:
-        """Forget the state the rule carries between steps (the optimiser's moments are kept)."""
-        self.rule.reset()
-
-    def epoch_metrics(self) -> dict[str, Any]:
-        """The rule's own scores (nothing for the kernel modulators)."""
-        return self.rule.epoch_metrics()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The optimiser's and the rule's state, in the eager engine's format."""
-        return {"optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.rule.load_state_dict(state["rule"])
+    def after_load(self) -> None:
         self._records = []
         self._sync_updates()
 

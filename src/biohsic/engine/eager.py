@@ -15,7 +15,36 @@ from ..nonfinite import NonFinite
 from ..rules import Rule
 
 
-class EagerEngine:
+class RuleEngine:
+    """What every engine of a rule and a ``torch.optim`` optimiser shares: forgetting the
+    rule's state, the rule's scores, and checkpoints in one format (a run may resume on
+    another engine)."""
+
+    rule: Rule
+    optimizer: torch.optim.Optimizer
+
+    def reset(self) -> None:
+        """Forget the state the rule carries between steps (the optimiser's moments are kept)."""
+        self.rule.reset()
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The rule's own scores since the last call (see :meth:`biohsic.rules.Rule.epoch_metrics`)."""
+        return self.rule.epoch_metrics()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's and the rule's state, as a checkpoint holds them."""
+        return {"optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rule.load_state_dict(state["rule"])
+        self.after_load()
+
+    def after_load(self) -> None:
+        """Drop what the engine recorded before a checkpoint was loaded."""
+
+
+class EagerEngine(RuleEngine):
     """Advances a run through ``rule`` and ``optimizer``, batch by batch."""
 
     def __init__(self, rule: Rule, optimizer: torch.optim.Optimizer):
@@ -51,19 +80,5 @@ class EagerEngine:
             self.rule.watch.record("parameter", name, param)
         return self.rule.watch.first()
 
-    def reset(self) -> None:
-        """Forget the state the rule carries between steps (the optimiser's moments are kept)."""
-        self.rule.reset()
-
-    def epoch_metrics(self) -> dict[str, Any]:
-        """The rule's own scores since the last call (see :meth:`biohsic.rules.Rule.epoch_metrics`)."""
-        return self.rule.epoch_metrics()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The optimiser's and the rule's state, as a checkpoint holds them."""
-        return {"optimizer": self.optimizer.state_dict(), "rule": self.rule.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.rule.load_state_dict(state["rule"])
+    def after_load(self) -> None:
         self.rule.watch.clear()
