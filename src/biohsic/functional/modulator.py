@@ -27,8 +27,9 @@ def _select(t: Tensor, index: int | Tensor, dim: int) -> Tensor:
     """Entry ``index`` of ``t`` along ``dim``, the dimension kept (size 1). ``index``: an int
     (negative counts from the end) or an integer tensor of one element, so that a compiled
     graph takes the position as data rather than as a constant."""
-    position = torch.as_tensor(index, device=t.device).reshape(1) % t.shape[dim]
-    return t.index_select(dim, position)
+    if isinstance(index, int):
+        return t.narrow(dim, index % t.shape[dim], 1)
+    return t.index_select(dim, torch.as_tensor(index, device=t.device).reshape(1) % t.shape[dim])
 
 
 def _exact_signals(kernel_x: Tensor, kernel_y: Tensor, kernel_z: Tensor, z: Tensor, *,
