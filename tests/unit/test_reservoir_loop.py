@@ -171,7 +171,7 @@ def test_online_modes_need_the_reservoir_modulator():
     with pytest.raises(ConfigError, match="--reservoir-learning"):
         TrainConfig(task="xor", modulator="reservoir", reservoir="x.pt", reservoir_learning="paper").resolved()
     with pytest.raises(ConfigError, match="unknown --reservoir-learning"):
-        ReservoirModulator([], [], None, learning="online")
+        ReservoirModulator([], None, learning="online")
 
 
 REFIT = dict(reservoir_store=4, reservoir_refit_every=2, reservoir_sample_every=3, reservoir_refit_alpha=0.5)

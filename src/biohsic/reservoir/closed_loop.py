@@ -47,7 +47,7 @@ from ..errors import CheckpointError, ConfigError, require
 from ..functional.layers import HiddenCache, layer_norm_projection
 from ..memory import WorkingMemory
 from ..modulators import KernelModulator, ModulatorSpec, register_modulator
-from ..network import HiddenLayer, Network
+from ..network import Network
 from .learners import FORCE_ALPHA, DeltaRule, Force, ReadoutLearner, StoreRefit
 from .model import Reservoir
 from .scores import LoopScores
@@ -119,15 +119,14 @@ class ReservoirModulator:
     """Each hidden layer's signal from its own reservoir (see the module docstring).
 
     ``reservoirs``: one per hidden layer, for the window, sizes and target of the run;
-    ``layers``: the network's hidden layers (their post-synaptic factors score the updates);
     ``exact``: the working memory's exact modulator (the target in the learning modes and
     the reference of the loop's scores); ``scores``: what measures the signal against the
     exact one and the ceiling on every full window (``None``: nothing is measured);
     ``store``, ``refit_every``, ``sample_every``, ``refit_alpha``: the ``"refit"`` mode's settings.
     """
 
-    def __init__(self, reservoirs: Sequence[Reservoir], layers: Sequence[HiddenLayer],
-                 exact: Callable[..., list[Tensor]], *, learning: str = "frozen", scores: LoopScores | None = None,
+    def __init__(self, reservoirs: Sequence[Reservoir], exact: Callable[..., list[Tensor]], *,
+                 learning: str = "frozen", scores: LoopScores | None = None,
                  store: int = 256, refit_every: int = 32, sample_every: int = 10, refit_alpha: float = 1.0):
         if learning not in RESERVOIR_LEARNING:
             raise ConfigError(f"unknown --reservoir-learning {learning!r}; "
@@ -135,7 +134,6 @@ class ReservoirModulator:
         if sample_every < 1:
             raise ConfigError(f"--reservoir-sample-every must be a positive number of steps, got {sample_every}")
         self.reservoirs = list(reservoirs)
-        self.layers = list(layers)
         self.exact = exact
         self.learning = learning
         self.scores = scores
@@ -171,7 +169,7 @@ class ReservoirModulator:
             reservoirs.append(reservoir)
         scores = LoopScores(network.hidden, window=config.window, gamma=config.gamma, sigmas=config.sigmas,
                             seed=config.seed)
-        return cls(reservoirs, network.hidden, KernelModulator("exact", config.gamma, config.sigmas[2]),
+        return cls(reservoirs, KernelModulator("exact", config.gamma, config.sigmas[2]),
                    learning=config.reservoir_learning, scores=scores, store=config.reservoir_store,
                    refit_every=config.reservoir_refit_every, sample_every=config.reservoir_sample_every,
                    refit_alpha=config.reservoir_refit_alpha)
