@@ -123,21 +123,28 @@ def test_epoch_metrics_are_the_cosines_with_the_exact_signal(folder):
     assert rule.epoch_metrics() == {}
 
 
-@pytest.mark.parametrize("learning", ["frozen", "force"])
-def test_checkpoint_state_continues_the_same_stream(folder, learning):
-    x, y = stream(WINDOW + 8)
-    net, rule = make_rule(folder, learning)
-    for t in range(WINDOW + 3):
+def continue_from_a_checkpoint(folder, x, y, split, learning, **settings):
+    """Train a rule on ``x[:split]``, load its state into a second one, train both on the rest
+    and assert that they write the same gradients at every step; returns both rules and the state."""
+    net, rule = make_rule(folder, learning, **settings)
+    for t in range(split):
         rule.predict_and_write_grads(x[t], y[t])
     state = copy.deepcopy(rule.state_dict())
-    net2, rule2 = make_rule(folder, learning)
+    net2, rule2 = make_rule(folder, learning, **settings)
     net2.load_state_dict(net.state_dict())
     rule2.load_state_dict(state)
-    for t in range(WINDOW + 3, len(x)):
+    for t in range(split, len(x)):
         rule.predict_and_write_grads(x[t], y[t])
         rule2.predict_and_write_grads(x[t], y[t])
         for a, b in zip(net.parameters(), net2.parameters()):
             assert torch.equal(a.grad, b.grad)
+    return (rule, rule2), state
+
+
+@pytest.mark.parametrize("learning", ["frozen", "force"])
+def test_checkpoint_state_continues_the_same_stream(folder, learning):
+    x, y = stream(WINDOW + 8)
+    _, state = continue_from_a_checkpoint(folder, x, y, WINDOW + 3, learning)
     with pytest.raises(CheckpointError, match="reservoir-learning"):
         make_rule(folder, "delta" if learning == "frozen" else "frozen")[1].load_state_dict(state)
 
@@ -211,18 +218,7 @@ def test_refit_signal_is_each_models_readout_of_its_rates(folder):
 
 def test_refit_checkpoint_continues_exactly(folder):
     x, y = stream(WINDOW + 16)
-    net, rule = make_rule(folder, "refit", **REFIT)
-    for t in range(WINDOW + 5):
-        rule.predict_and_write_grads(x[t], y[t])
-    state = copy.deepcopy(rule.state_dict())
-    net2, rule2 = make_rule(folder, "refit", **REFIT)
-    net2.load_state_dict(net.state_dict())
-    rule2.load_state_dict(state)
-    for t in range(WINDOW + 5, len(x)):
-        rule.predict_and_write_grads(x[t], y[t])
-        rule2.predict_and_write_grads(x[t], y[t])
-        for a, b in zip(net.parameters(), net2.parameters()):
-            assert torch.equal(a.grad, b.grad)
+    (rule, rule2), _ = continue_from_a_checkpoint(folder, x, y, WINDOW + 5, "refit", **REFIT)
     assert rule.epoch_metrics() == rule2.epoch_metrics()
 
 
