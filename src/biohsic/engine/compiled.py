@@ -100,16 +100,18 @@ def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettin
 class CompiledEngine(RuleEngine):
     """Advances a run of :class:`~biohsic.rules.biohsic.BioHSIC` through compiled chunks of its
     explicit step (see the module docstring): ``steps_per_call`` updates per call (default
-    :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled."""
+    :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled;
+    ``backend``: ``torch.compile``'s backend (``inductor``, generated code; the tests also use
+    ``eager``, which captures the graph as ``inductor`` does but runs it op by op)."""
 
     def __init__(self, rule: BioHSIC, optimizer: torch.optim.Optimizer, *, compile: bool = True,
-                 steps_per_call: int | None = None):
+                 steps_per_call: int | None = None, backend: str = "inductor"):
         reason = compiled_support(rule, optimizer)
         if reason is not None:
             raise ValueError(reason)
         self.rule, self.optimizer = rule, optimizer
         self.settings = step_settings(rule, optimizer)
-        self.compile, self.steps_per_call = compile, steps_per_call or STEPS_PER_CALL
+        self.compile, self.steps_per_call, self.backend = compile, steps_per_call or STEPS_PER_CALL, backend
         self.params = list(optimizer.param_groups[0]["params"])
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
@@ -159,10 +161,17 @@ class CompiledEngine(RuleEngine):
         return rule.state, rule.traces
 
     def state(self) -> StepState:
-        """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them."""
+        """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them. On CUDA
+        each is marked a static address: CUDA graphs replay only graphs whose mutated inputs
+        stay where they were recorded (others run without CUDA graphs)."""
         streams = self.rule.memory.streams().values()
-        return StepState([p.detach() for p in self.params], *self._adamw_state(),
-                         [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state())
+        state = StepState([p.detach() for p in self.params], *self._adamw_state(),
+                          [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state())
+        if self.params[0].device.type == "cuda":
+            for tensors in state:
+                for tensor in tensors:
+                    torch._dynamo.mark_static_address(tensor)
+        return state
 
     def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count,)`` each, as tensors."""
@@ -238,7 +247,7 @@ class CompiledEngine(RuleEngine):
         if self.graph is not None:
             return self.graph(*args)
         chunk = types.MethodType(own_code(CompiledEngine._chunk), self)
-        self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device)
+        self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device, self.backend)
         start = time.perf_counter()
         with warnings.catch_warnings():   # PyTorch's deprecation notices to itself, while it compiles
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -307,10 +316,10 @@ def own_code(function: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def compile_chunk(function: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
+def compile_chunk(function: Callable[..., Any], device: torch.device, backend: str = "inductor") -> Callable[..., Any]:
     """``torch.compile`` of a chunk function: one full graph, static shapes; on CUDA with CUDA
-    graphs (``mode="reduce-overhead"``). Graphs are cached on disk in :func:`cache_dir` (unless
-    ``$TORCHINDUCTOR_CACHE_DIR`` is set already)."""
+    graphs (``mode="reduce-overhead"``, inductor only). Graphs are cached on disk in
+    :func:`cache_dir` (unless ``$TORCHINDUCTOR_CACHE_DIR`` is set already)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    return torch.compile(function, fullgraph=True, dynamic=False, mode=mode)
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    return torch.compile(function, fullgraph=True, dynamic=False, backend=backend, mode=mode)
