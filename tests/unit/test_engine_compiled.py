@@ -20,7 +20,7 @@ import biohsic.engine as engine_module
 import biohsic.engine.compiled as compiled_module
 from biohsic.config import TrainConfig
 from biohsic.data import load_task
-from biohsic.engine import AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, compiled_support, make_engine
+from biohsic.engine import AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, compiled_engine, compiled_support, make_engine
 from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
@@ -55,7 +55,7 @@ def build(config: TrainConfig, kind: str, **options):
     optimizer = make_optimizer(rule.trainable_parameters(), cfg)
     if kind == "eager":
         return network, EagerEngine(rule, optimizer)
-    return network, CompiledEngine(rule, optimizer, compile=kind == "compiled", **options)
+    return network, compiled_engine(rule, optimizer, compile=kind == "compiled", **options)
 
 
 def stream(config: TrainConfig, samples: int, seed: int = 1):

@@ -11,9 +11,12 @@ place, so a checkpoint is the same whichever engine wrote it and either engine r
 
 Covered (:func:`compiled_support` says why a run is not): the three-factor rule ``biohsic``
 with the ``exact``, ``paper`` and ``paper-jan2024`` modulators, rate or leaky units, stored
-or recomputed memory, either readout update, dense hidden layers, AdamW (no amsgrad) or SGD
-without momentum, K models side by side. The samples that fill the working memory at the start
-of a run (no update yet) go through the same step function uncompiled.
+or recomputed memory, either readout update; the two-sample rule ``phsic-stream``
+(:class:`PairEngine`, the step of :mod:`biohsic.engine.pair_step`) with either z-kernel and
+memory mode; dense hidden layers, AdamW (no amsgrad) or SGD without momentum, K models side
+by side. The samples that fill the working memory at the start of a run (no update yet) go
+through the same step function uncompiled; the first sample of a ``phsic-stream`` stream (no
+pair yet) through the eager rule.
 """
 from __future__ import annotations
 
@@ -28,13 +31,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..functional.layers import prediction_steps
+from ..functional.layers import HiddenCache, prediction_steps
 from ..modulators import KernelModulator
 from ..network import HiddenLayer, Readout
 from ..nonfinite import NonFinite, NonFiniteWatch
 from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
+from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
+from .pair_step import PairSettings, PairState, phsic_stream_step
 from .step import StepSettings, StepState, streaming_step
 
 #: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
@@ -62,10 +67,11 @@ def compiler_available() -> bool:
 def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None:
     """Why the compiled engine cannot run ``rule`` with ``optimizer`` (one phrase), or ``None``
     when it can."""
-    if type(rule) is not BioHSIC:
-        return f"rule {rule.name} has no compiled step (only biohsic)"
-    if not isinstance(rule.modulator, KernelModulator):
-        return f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators)"
+    if type(rule) is BioHSIC:
+        if not isinstance(rule.modulator, KernelModulator):
+            return f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators)"
+    elif type(rule) is not PlausiblePHSIC:
+        return f"rule {rule.name} has no compiled step (only biohsic and phsic-stream)"
     network = rule.network
     if not len(network.hidden) or any(type(layer) is not HiddenLayer for layer in network.hidden):
         return "the compiled step needs dense hidden layers (at least one)"
@@ -85,16 +91,21 @@ def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None
     return None
 
 
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's part of a step's settings: its kind (``adamw`` or ``sgd``) and hyper-parameters."""
+    group = optimizer.param_groups[0]
+    adamw = type(optimizer) is torch.optim.AdamW
+    return dict(optimizer="adamw" if adamw else "sgd", lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                betas=tuple(map(float, group["betas"])) if adamw else (0.9, 0.999),
+                eps=float(group["eps"]) if adamw else 1e-8)
+
+
 def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettings:
     """The constants of ``rule``'s step with ``optimizer``."""
-    cfg, group = rule.config, optimizer.param_groups[0]
-    adamw = type(optimizer) is torch.optim.AdamW
+    cfg = rule.config
     return StepSettings(kind=rule.modulator.kind, gamma=float(cfg.gamma), sigmas=tuple(map(float, cfg.sigmas)),
                         recompute=rule.recompute, readout_window=rule.readout_window, leaky=rule.leaky,
-                        dt=float(cfg.dt), tau=float(cfg.tau), optimizer="adamw" if adamw else "sgd",
-                        lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                        betas=tuple(map(float, group["betas"])) if adamw else (0.9, 0.999),
-                        eps=float(group["eps"]) if adamw else 1e-8)
+                        dt=float(cfg.dt), tau=float(cfg.tau), **optimizer_settings(optimizer))
 
 
 class CompiledEngine(RuleEngine):
@@ -102,13 +113,18 @@ class CompiledEngine(RuleEngine):
     explicit step (see the module docstring): ``steps_per_call`` updates per call (default
     :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled."""
 
+    #: the rule this engine's step is written for (:func:`compiled_engine` chooses by it)
+    rule_type: type[Rule] = BioHSIC
+
     def __init__(self, rule: BioHSIC, optimizer: torch.optim.Optimizer, *, compile: bool = True,
                  steps_per_call: int | None = None):
         reason = compiled_support(rule, optimizer)
         if reason is not None:
             raise ValueError(reason)
+        if type(rule) is not self.rule_type:
+            raise ValueError(f"{type(self).__name__} runs rule {self.rule_type.name}, not {rule.name}")
         self.rule, self.optimizer = rule, optimizer
-        self.settings = step_settings(rule, optimizer)
+        self.settings = self._settings()
         self.compile, self.steps_per_call = compile, steps_per_call or STEPS_PER_CALL
         self.params = list(optimizer.param_groups[0]["params"])
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
@@ -119,6 +135,9 @@ class CompiledEngine(RuleEngine):
         self.compile_seconds = 0.0
         self._records: list[tuple[int, Tensor]] = []   # (first update, per-model sums (updates, quantities, K))
         self._sync_updates()
+
+    def _settings(self) -> StepSettings:
+        return step_settings(self.rule, self.optimizer)
 
     # --- the state ------------------------------------------------------------------
     def _sync_updates(self) -> None:
@@ -189,7 +208,7 @@ class CompiledEngine(RuleEngine):
             out, g = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
                                     learn=learn)
             outputs.append(out)
-            checks.append(torch.stack([x[:, u].sum(-1), out.sum(-1), *(signal.sum(-1) for signal in g)]))
+            checks.append(update_sums(x[:, u], out, g))
         return torch.stack(outputs, 1), torch.stack(checks)
 
     def _predictions(self, outputs: Tensor) -> Tensor:
@@ -237,7 +256,7 @@ class CompiledEngine(RuleEngine):
         """:meth:`_chunk` compiled; the first call compiles it (timed as :attr:`compile_seconds`)."""
         if self.graph is not None:
             return self.graph(*args)
-        chunk = types.MethodType(own_code(CompiledEngine._chunk), self)
+        chunk = types.MethodType(own_code(type(self)._chunk), self)
         self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device)
         start = time.perf_counter()
         with warnings.catch_warnings():   # PyTorch's deprecation notices to itself, while it compiles
@@ -295,6 +314,116 @@ class CompiledEngine(RuleEngine):
     def after_load(self) -> None:
         self._records = []
         self._sync_updates()
+
+
+class PairEngine(CompiledEngine):
+    """Advances a run of :class:`~biohsic.rules.phsic.PlausiblePHSIC` (``phsic-stream``) through
+    compiled chunks of :func:`~biohsic.engine.pair_step.phsic_stream_step`, one update per
+    sample. The first sample of a stream (of a run, and after each :meth:`reset`) has no
+    previous sample: it runs through the eager rule and ``torch.optim`` optimiser, which update
+    the readout only (the rule leaves the hidden layers' ``.grad`` ``None`` and the optimiser
+    skips them, so their AdamW step count trails the readout's; the step takes the bias
+    corrections of both)."""
+
+    rule: PlausiblePHSIC
+    rule_type = PlausiblePHSIC
+
+    def _settings(self) -> PairSettings:
+        rule = self.rule
+        return PairSettings(kernel=rule.kind, sigma=float(rule.sigma), gamma=float(rule.config.gamma),
+                            recompute=rule.recompute, **optimizer_settings(self.optimizer))
+
+    def _sync_updates(self) -> None:
+        """Read the AdamW step counts of the hidden layers and of the readout (one each) into
+        :attr:`steps`; :attr:`updates` is the readout's."""
+        self.steps = [0, 0]
+        if type(self.optimizer) is torch.optim.AdamW:
+            for group, params in enumerate((self.params[:-2], self.params[-2:])):
+                steps = {float(self.optimizer.state[p]["step"]) for p in params if self.optimizer.state[p]}
+                if len(steps) > 1:
+                    raise ValueError("the compiled phsic-stream step needs one AdamW step count for the hidden "
+                                     "layers and one for the readout")
+                self.steps[group] = int(steps.pop()) if steps else 0
+        self.updates = self.steps[1]
+
+    def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count, 2)`` each: the hidden layers'
+        and the readout's."""
+        self._sync_updates()
+        beta1, beta2 = self.settings.betas
+        steps = range(1, count + 1)
+        return (torch.tensor([[1 - beta1**(s + t) for s in self.steps] for t in steps], dtype=like.dtype, device=like.device),
+                torch.tensor([[1 - beta2**(s + t) for s in self.steps] for t in steps], dtype=like.dtype, device=like.device))
+
+    def state(self) -> PairState:
+        """The run's tensors, as :func:`~biohsic.engine.pair_step.phsic_stream_step` updates them."""
+        rule = self.rule
+        previous_x, previous_y, previous = rule.previous
+        return PairState([p.detach() for p in self.params], *self._adamw_state(), previous_x, previous_y, previous,
+                         rule.mean_y, rule.mean_z)
+
+    def _own_rule_state(self) -> None:
+        """Give the rule's previous sample and running means contiguous tensors of their own
+        (the eager rule keeps views of its input), which the step then updates in place."""
+        rule = self.rule
+
+        def own(tensor: Tensor) -> Tensor:
+            return tensor.clone(memory_format=torch.contiguous_format)
+
+        previous_x, previous_y, previous = rule.previous
+        rule.previous = (own(previous_x), own(previous_y), [HiddenCache(*map(own, cache)) for cache in previous])
+        rule.mean_y, rule.mean_z = own(rule.mean_y), [own(mean) for mean in rule.mean_z]
+
+    def _chunk(self, state: PairState, x: Tensor, y: Tensor, spans: Tensor,
+               bc1: Tensor, bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
+        """U consecutive samples, each with a previous one: inputs ``x`` ``(K, U, d_in)``, labels
+        ``y`` ``(K, U, classes)``, the running means' spans :math:`\\min(t, T)` ``(U,)`` (where
+        :meth:`_run` passes memory slots for ``biohsic``) and bias corrections ``(U, 2)``. Returns
+        the logits ``(K, U, classes)`` and the per-model sums of each sample's input, logits and
+        signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
+        outputs, checks = [], []
+        for u in range(x.shape[1]):
+            out, g = phsic_stream_step(state, self.settings, x[:, u], y[:, u], spans[u], bc1[u], bc2[u])
+            outputs.append(out)
+            checks.append(update_sums(x[:, u], out, g))
+        return torch.stack(outputs, 1), torch.stack(checks)
+
+    def _first_sample(self, x: Tensor, y: Tensor) -> Tensor:
+        """The first sample ``(K, 1, ·)`` of a stream through the eager rule and optimiser; its logits."""
+        logits = self.rule.predict_and_write_grads(x, y)
+        self.optimizer.step()
+        self._records.append((0, torch.stack([x[:, 0].sum(-1), logits[:, 0].sum(-1)])[None]))
+        return logits
+
+    def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
+        """Train on the consecutive samples ``x`` ``(K, S, d_in)`` with one-hot labels ``y``
+        ``(K, S, classes)``; return the logits each met before its update, ``(K, S, classes)``."""
+        first = int(self.rule.previous is None)
+        logits = [self._first_sample(x[:, :1], y[:, :1])] if first else []
+        pairs = x.shape[1] - first
+        if pairs:
+            self._own_rule_state()
+            spans = torch.tensor([min(self.rule.pairs + t, self.rule.horizon) for t in range(1, pairs + 1)],
+                                 dtype=x.dtype, device=x.device)
+            outputs, checks = self._run(x[:, first:], y[:, first:], spans, learn=True)
+            self.rule.pairs += pairs
+            self._records.append((first, checks))
+            logits.append(outputs)
+        return torch.cat(logits, 1)
+
+
+def compiled_engine(rule: Rule, optimizer: torch.optim.Optimizer, **options: Any) -> CompiledEngine:
+    """The compiled engine of ``rule`` (:class:`CompiledEngine` for ``biohsic``,
+    :class:`PairEngine` for ``phsic-stream``); ``options`` as :class:`CompiledEngine` takes them."""
+    engine = next((kind for kind in (CompiledEngine, PairEngine) if type(rule) is kind.rule_type), CompiledEngine)
+    return engine(rule, optimizer, **options)
+
+
+def update_sums(x: Tensor, output: Tensor, signals: list[Tensor]) -> Tensor:
+    """The per-model sums ``(2 + L, K)`` of one update's input ``(K, d_in)``, output ``(K, classes)``
+    and each hidden layer's signal ``(K, ...)``: one number per model and quantity, not finite
+    when one of that quantity's entries is not."""
+    return torch.stack([x.sum(-1), output.sum(-1), *(signal.flatten(1).sum(-1) for signal in signals)])
 
 
 def own_code(function: Callable[..., Any]) -> Callable[..., Any]:
