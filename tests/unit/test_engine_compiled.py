@@ -20,7 +20,8 @@ import biohsic.engine as engine_module
 import biohsic.engine.compiled as compiled_module
 from biohsic.config import TrainConfig
 from biohsic.data import load_task
-from biohsic.engine import AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, compiled_engine, compiled_support, make_engine
+from biohsic.engine import (AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, PairEngine, compiled_engine, compiled_support,
+                            make_engine)
 from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
@@ -43,6 +44,10 @@ COMBINATIONS = {
     "leaky paper-jan2024": dict(neuron="leaky", modulator="paper-jan2024"),
     "leaky recompute": dict(neuron="leaky", memory="recompute"),
     "leaky newest": dict(neuron="leaky", readout_update="newest"),
+    "phsic-stream gaussian": dict(rule="phsic-stream", phsic_sigma=2.0),
+    "phsic-stream cosine": dict(rule="phsic-stream", phsic_kernel="cosine"),
+    "phsic-stream gaussian recompute": dict(rule="phsic-stream", phsic_sigma=2.0, memory="recompute", phsic_horizon=7),
+    "phsic-stream cosine recompute": dict(rule="phsic-stream", phsic_kernel="cosine", memory="recompute"),
 }
 
 
@@ -86,7 +91,8 @@ def samples_for(config: TrainConfig, updates: int) -> int:
     return updates // (config.steps_per_sample if config.neuron == "leaky" else 1)
 
 
-@pytest.mark.parametrize("case, seeds", [(case, 3) for case in COMBINATIONS] + [("rate exact", 1), ("leaky exact", 1)])
+@pytest.mark.parametrize("case, seeds", [(case, 3) for case in COMBINATIONS] + [
+    ("rate exact", 1), ("leaky exact", 1), ("phsic-stream gaussian", 1), ("phsic-stream cosine recompute", 1)])
 def test_step_equals_the_eager_rule_in_float64(case, seeds):
     config = dataclasses.replace(BASE, seeds=seeds, **COMBINATIONS[case])
     samples = samples_for(config, 80)
@@ -95,7 +101,8 @@ def test_step_equals_the_eager_rule_in_float64(case, seeds):
     assert relative_error(got, expected) <= 1e-10
 
 
-@pytest.mark.parametrize("case", ["rate exact", "leaky exact", "rate paper"])
+@pytest.mark.parametrize("case", ["rate exact", "leaky exact", "rate paper", "phsic-stream gaussian",
+                                  "phsic-stream cosine recompute"])
 def test_step_equals_the_eager_rule_in_float32(case):
     config = dataclasses.replace(BASE, seeds=3, dtype="float32", lr=1e-3, **COMBINATIONS[case])
     samples = samples_for(config, 80)
@@ -105,7 +112,7 @@ def test_step_equals_the_eager_rule_in_float32(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["rate recompute", "leaky exact"])
+@pytest.mark.parametrize("case", ["rate recompute", "leaky exact", "phsic-stream gaussian recompute"])
 def test_step_equals_the_eager_rule_after_a_thousand_updates(case):
     config = dataclasses.replace(BASE, seeds=3, lr=1e-3, **COMBINATIONS[case])
     samples = samples_for(config, 1000)
@@ -128,8 +135,9 @@ def test_the_sgd_step_equals_torch_sgd():
     assert relative_error(results[1], results[0]) <= 1e-12
 
 
-def test_a_checkpoint_of_either_engine_continues_on_the_other():
-    config = dataclasses.replace(BASE, seeds=2)
+@pytest.mark.parametrize("case", ["rate exact", "phsic-stream gaussian"])
+def test_a_checkpoint_of_either_engine_continues_on_the_other(case):
+    config = dataclasses.replace(BASE, seeds=2, **COMBINATIONS[case])
     x, y = stream(config, 90)
     whole_network, whole = build(config, "eager")
     whole.train_chunk(x, y)
@@ -149,18 +157,37 @@ def test_a_checkpoint_of_either_engine_continues_on_the_other():
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("neuron", ["rate", "leaky"])
-def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(neuron):
-    config = dataclasses.replace(BASE, seeds=3, neuron=neuron)
+@pytest.mark.parametrize("case, step", [("rate exact", 17), ("leaky exact", 17), ("phsic-stream gaussian", 17),
+                                        ("phsic-stream cosine", 0)])
+def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(case, step):
+    config = dataclasses.replace(BASE, seeds=3, **COMBINATIONS[case])
     reports = []
     for kind in ("eager", "step"):
         _, engine = build(config, kind)
         x, y = stream(config, 30)
-        x[1, 17, 1] = float("nan")
+        x[1, step, 1] = float("nan")
         engine.train_chunk(x, y)
         reports.append(engine.first_nonfinite())
     assert reports[0] is not None and reports[1] == reports[0]
-    assert (reports[1].step, reports[1].quantity, reports[1].models) == (17, "input", (1,))
+    assert (reports[1].step, reports[1].quantity, reports[1].models) == (step, "input", (1,))
+
+
+def test_phsic_stream_restarts_its_stream_after_a_reset_as_the_eager_rule_does():
+    """After a reset the first sample has no pair: the hidden layers skip it, so their AdamW
+    step count trails the readout's by one per stream; every parameter learns."""
+    config = dataclasses.replace(BASE, seeds=2, **COMBINATIONS["phsic-stream gaussian"])
+    results = []
+    for kind in ("eager", "step"):
+        network, engine = build(config, kind)
+        initial = [p.detach().clone() for p in network.parameters()]
+        x, y = stream(config, 60)
+        logits = [engine.train_chunk(x[:, :30], y[:, :30])]
+        engine.reset()
+        logits.append(engine.train_chunk(x[:, 30:], y[:, 30:]))
+        results.append((torch.cat(logits, 1), [p.detach().clone() for p in network.parameters()]))
+        assert [int(engine.optimizer.state[p]["step"]) for p in network.parameters()] == [58] * 4 + [60] * 2
+        assert all(float((p.detach() - before).abs().max()) > 1e-3 for p, before in zip(network.parameters(), initial))
+    assert relative_error(results[1], results[0]) <= 1e-10
 
 
 def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypatch):
@@ -179,8 +206,19 @@ def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypat
     assert len(caught) == 1
 
 
+def test_the_compiled_engine_of_phsic_stream_is_the_pair_engine():
+    _, eager = build(dataclasses.replace(BASE, **COMBINATIONS["phsic-stream gaussian"]), "eager")
+    assert compiled_support(eager.rule, eager.optimizer) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert type(make_engine(eager.rule, eager.optimizer, "compiled", 1)) is PairEngine
+    assert type(make_engine(eager.rule, eager.optimizer, "auto", AUTO_MIN_UPDATES)) is PairEngine
+    with pytest.raises(ValueError, match="runs rule biohsic, not phsic-stream"):
+        CompiledEngine(eager.rule, eager.optimizer)
+
+
 @pytest.mark.parametrize("settings, reason", [
-    (dict(rule="phsic-stream"), "rule phsic-stream has no compiled step"),
+    (dict(rule="phsic", batch_size=4), "rule phsic has no compiled step"),
     (dict(rule="bp", batch_size=4), "rule bp has no compiled step"),
     (dict(hidden=()), "dense hidden layers"),
 ])
@@ -226,8 +264,10 @@ RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fractio
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [dataclasses.replace(BASE, seeds=3),
-                                    dataclasses.replace(BASE, **COMBINATIONS["leaky paper"]), RESUMED],
-                         ids=["rate exact K=3 float64", "leaky paper K=1 float64", "rate exact K=2 float32"])
+                                    dataclasses.replace(BASE, **COMBINATIONS["leaky paper"]), RESUMED,
+                                    dataclasses.replace(BASE, seeds=3, **COMBINATIONS["phsic-stream gaussian recompute"])],
+                         ids=["rate exact K=3 float64", "leaky paper K=1 float64", "rate exact K=2 float32",
+                              "phsic-stream gaussian recompute K=3 float64"])
 def test_compiled_equals_the_eager_rule(config, graph_cache):
     samples = samples_for(config, 200)
     expected = trained(config, "eager", samples)[:2]
