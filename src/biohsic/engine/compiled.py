@@ -11,7 +11,10 @@ place, so a checkpoint is the same whichever engine wrote it and either engine r
 
 Covered (:func:`compiled_support` says why a run is not): the three-factor rule ``biohsic``
 with the ``exact``, ``paper`` and ``paper-jan2024`` modulators, rate or leaky units, stored
-or recomputed memory, either readout update; the two-sample rule ``phsic-stream``
+or recomputed memory, either readout update, or with frozen reservoirs (modulator
+``reservoir``, ``--reservoir-learning frozen``: their state in the step's state, their noise
+drawn from each reservoir's generator before the chunk and passed in, the loop's scores fed
+after the chunk with what the step returned, as the eager loop feeds them); the two-sample rule ``phsic-stream``
 (:class:`PairEngine`, the step of :mod:`biohsic.engine.pair_step`) with either z-kernel and
 memory mode; dense hidden layers, AdamW (no amsgrad) or SGD without momentum, K models side
 by side. The samples that fill the working memory at the start of a run (no update yet) go
@@ -37,10 +40,11 @@ from ..network import HiddenLayer, Readout
 from ..nonfinite import NonFinite, NonFiniteWatch
 from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
+from ..reservoir.closed_loop import ReservoirModulator
 from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
 from .pair_step import PairSettings, PairState, phsic_stream_step
-from .step import StepSettings, StepState, streaming_step
+from .step import CircuitState, StepOutput, StepSettings, StepState, streaming_step
 
 #: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
 #: save Python overhead (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8,
@@ -68,8 +72,12 @@ def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None
     """Why the compiled engine cannot run ``rule`` with ``optimizer`` (one phrase), or ``None``
     when it can."""
     if type(rule) is BioHSIC:
-        if not isinstance(rule.modulator, KernelModulator):
-            return f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators)"
+        if isinstance(rule.modulator, ReservoirModulator):
+            if rule.modulator.learning != "frozen":
+                return f"reservoir learning {rule.modulator.learning} has no compiled step (only frozen reservoirs)"
+        elif not isinstance(rule.modulator, KernelModulator):
+            return (f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators and "
+                    f"frozen reservoirs)")
     elif type(rule) is not PlausiblePHSIC:
         return f"rule {rule.name} has no compiled step (only biohsic and phsic-stream)"
     network = rule.network
@@ -103,9 +111,18 @@ def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettings:
     """The constants of ``rule``'s step with ``optimizer``."""
     cfg = rule.config
-    return StepSettings(kind=rule.modulator.kind, gamma=float(cfg.gamma), sigmas=tuple(map(float, cfg.sigmas)),
-                        recompute=rule.recompute, readout_window=rule.readout_window, leaky=rule.leaky,
-                        dt=float(cfg.dt), tau=float(cfg.tau), **optimizer_settings(optimizer))
+    reservoirs = rule_reservoirs(rule)
+    return StepSettings(kind="reservoir" if reservoirs else rule.modulator.kind, gamma=float(cfg.gamma),
+                        sigmas=tuple(map(float, cfg.sigmas)), recompute=rule.recompute,
+                        readout_window=rule.readout_window, leaky=rule.leaky, dt=float(cfg.dt), tau=float(cfg.tau),
+                        circuits=tuple(reservoir.config for reservoir in reservoirs), **optimizer_settings(optimizer))
+
+
+def rule_reservoirs(rule: Rule) -> list[Any]:
+    """The reservoirs of a rule whose modulator is :class:`~biohsic.reservoir.closed_loop.ReservoirModulator`
+    (one per hidden layer), else none."""
+    modulator = getattr(rule, "modulator", None)
+    return list(modulator.reservoirs) if isinstance(modulator, ReservoirModulator) else []
 
 
 class CompiledEngine(RuleEngine):
@@ -130,6 +147,8 @@ class CompiledEngine(RuleEngine):
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
+        #: each reservoir's recurrent matrix, dense (sparse CSR in the module): the graph multiplies by it
+        self.recurrent = [reservoir.w_rec.to_dense() for reservoir in rule_reservoirs(rule)]
         self.graph: Callable[..., Any] | None = None   # the compiled chunk function, built on first use
         #: seconds spent compiling (the first call of the graph)
         self.compile_seconds = 0.0
@@ -177,11 +196,51 @@ class CompiledEngine(RuleEngine):
             rule.state, rule.traces = zeros, [weight.new_zeros(network.n_models, 1, size) for size in inputs]
         return rule.state, rule.traces
 
+    def _circuits(self) -> list[CircuitState]:
+        """Each reservoir's state (begun, each tensor its own: the step updates them in place)
+        and matrices."""
+        circuits = []
+        for reservoir, w_rec in zip(rule_reservoirs(self.rule), self.recurrent):
+            reservoir.begin(self.rule.network.n_models)
+            reservoir.u, reservoir.r, reservoir.o = (state.clone(memory_format=torch.contiguous_format)
+                                                     for state in (reservoir.u, reservoir.r, reservoir.o))
+            circuits.append(CircuitState(reservoir.u, reservoir.r, reservoir.o, reservoir.w_in, w_rec, reservoir.w_fb,
+                                         reservoir.w_out, reservoir.proj if reservoir.config.input_projection else None))
+        return circuits
+
     def state(self) -> StepState:
         """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them."""
         streams = self.rule.memory.streams().values()
         return StepState([p.detach() for p in self.params], *self._adamw_state(),
-                         [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state())
+                         [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state(),
+                         self._circuits())
+
+    def _circuit_noise(self, samples: int) -> list[Tensor]:
+        """The reservoirs' noise of the next ``samples`` samples, drawn from each one's generator
+        in the eager order, ``(samples, ·)`` each (see :func:`~biohsic.engine.step.circuit_signals`)."""
+        noise = []
+        for reservoir in rule_reservoirs(self.rule):
+            reservoir.begin(self.rule.network.n_models)
+            noise.extend(draw for draw in reservoir.draw_noise(samples) if draw is not None)
+        return noise
+
+    def _score(self, x: Tensor, y: Tensor, records: list[Tensor], *, learn: bool) -> None:
+        """Hand the reservoir loop's scores (:class:`~biohsic.reservoir.scores.LoopScores`) each
+        sample of ``x`` ``(K, S, d_in)`` as the eager loop does: every sample remembered, each
+        with a full window (``learn``) counted and recorded, from the step's ``records``
+        (:func:`score_record`, ``(S, ·)`` each)."""
+        if not records:
+            return
+        modulator, layers = self.rule.modulator, len(self.rule.network.hidden)
+        for u in range(x.shape[1]):
+            row = [record[u] for record in records]
+            caches = [HiddenCache(*row[4 * layer:4 * layer + 4]) for layer in range(layers)]
+            if modulator.scores is not None:
+                modulator.scores.remember(x[:, u], y[:, u], caches)
+            if learn:
+                modulator.full_steps += 1
+                if modulator.scores is not None:
+                    modulator.scores.record(x[:, u], y[:, u], caches, row[4 * layers:5 * layers], row[5 * layers:])
 
     def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count,)`` each, as tensors."""
@@ -198,18 +257,22 @@ class CompiledEngine(RuleEngine):
 
     # --- the chunk function ----------------------------------------------------------
     def _chunk(self, state: StepState, x: Tensor, y: Tensor, slots: Tensor, bc1: Tensor,
-               bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
+               bc2: Tensor, *noise: Tensor, learn: bool = True) -> tuple[Tensor, ...]:
         """U consecutive updates — samples of rate units, time steps of leaky units — with inputs
-        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)`` and
-        bias corrections ``(U,)``. Returns each update's output ``(K, U, classes)`` and the
-        per-model sums of its input, output and signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
-        outputs, checks = [], []
+        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)``,
+        bias corrections ``(U,)`` and the reservoirs' noise ``(U, ·)`` each. Returns each update's
+        output ``(K, U, classes)``, the per-model sums of its input, output and signals
+        ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`) and, with reservoirs, what the loop's
+        scores need (:func:`score_record`, ``(U, ·)`` each)."""
+        outputs, checks, records = [], [], []
         for u in range(x.shape[1]):
-            out, g = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
-                                    learn=learn)
-            outputs.append(out)
-            checks.append(update_sums(x[:, u], out, g))
-        return torch.stack(outputs, 1), torch.stack(checks)
+            step = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
+                                  learn=learn, noise=[draws[u] for draws in noise])
+            outputs.append(step.output)
+            checks.append(update_sums(x[:, u], step.output, step.signals))
+            if self.settings.kind == "reservoir":
+                records.append(score_record(step))
+        return torch.stack(outputs, 1), torch.stack(checks), *(torch.stack(record) for record in zip(*records))
 
     def _predictions(self, outputs: Tensor) -> Tensor:
         """What each sample's presentation predicts, ``(K, S, classes)``, from the outputs of its
@@ -226,31 +289,33 @@ class CompiledEngine(RuleEngine):
             total = total + per_sample[:, :, t]
         return total / averaged
 
-    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool,
+             noise: list[Tensor] | None = None) -> tuple[Tensor, ...]:
         """The updates of :meth:`_chunk`, ``steps_per_call`` per compiled call (the compiled
         graph built on first use; its wall time counts as :attr:`compile_seconds`); the few left
-        over at the end, and the updates that only fill the memory, run uncompiled."""
+        over at the end, and the updates that only fill the memory, run uncompiled. ``noise``:
+        the reservoirs' noise, ``(U, ·)`` each. Returns what :meth:`_chunk` returns, for all U updates."""
         if learn:
             bc1, bc2 = self._bias_corrections(x.shape[1], x)
         else:
             bc1 = bc2 = x.new_ones(x.shape[1])
-        outputs, checks = [], []
+        parts = []
         with torch.no_grad():
             for first in range(0, x.shape[1], self.steps_per_call):
                 part = slice(first, first + self.steps_per_call)
                 # fresh contiguous tensors: a view's strides and offset (which vary with K and the
                 # chunk) are part of a static graph's guards, and a new one would recompile it
                 args = (self.state(), *(t.clone(memory_format=torch.contiguous_format)
-                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part])))
+                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part],
+                                                  *(draws[part] for draws in noise or []))))
                 if learn and self.compile and args[1].shape[1] == self.steps_per_call:
-                    out, check = self._compiled(*args)
+                    parts.append(self._compiled(*args))
                 else:
-                    out, check = self._chunk(*args, learn=learn)
-                outputs.append(out)
-                checks.append(check)
+                    parts.append(self._chunk(*args, learn=learn))
         if learn:
             self._count_updates(x.shape[1])
-        return torch.cat(outputs, 1), torch.cat(checks)
+        outputs, *rest = zip(*parts)
+        return torch.cat(outputs, 1), *(torch.cat(pieces) for pieces in rest)
 
     def _compiled(self, *args: Any) -> tuple[Tensor, Tensor]:
         """:meth:`_chunk` compiled; the first call compiles it (timed as :attr:`compile_seconds`)."""
@@ -282,10 +347,13 @@ class CompiledEngine(RuleEngine):
             if not samples:
                 continue
             slots = torch.tensor([(memory.count + i) % memory.capacity for i in range(samples)], device=x.device)
-            outputs, checks = self._run(x[:, part].repeat_interleave(steps, 1), y[:, part].repeat_interleave(steps, 1),
-                                        slots.repeat_interleave(steps), learn=learn)
+            outputs, checks, *records = self._run(x[:, part].repeat_interleave(steps, 1),
+                                                  y[:, part].repeat_interleave(steps, 1),
+                                                  slots.repeat_interleave(steps), learn=learn,
+                                                  noise=self._circuit_noise(samples))
             memory.count += samples
             self._records.append((part.start * steps, checks))
+            self._score(x[:, part], y[:, part], records, learn=learn)
             predictions.append(self._predictions(outputs))
         return torch.cat(predictions, 1)
 
@@ -417,6 +485,13 @@ def compiled_engine(rule: Rule, optimizer: torch.optim.Optimizer, **options: Any
     :class:`PairEngine` for ``phsic-stream``); ``options`` as :class:`CompiledEngine` takes them."""
     engine = next((kind for kind in (CompiledEngine, PairEngine) if type(rule) is kind.rule_type), CompiledEngine)
     return engine(rule, optimizer, **options)
+
+
+def score_record(step: StepOutput) -> list[Tensor]:
+    """What the reservoir loop's scores need of one step: each hidden layer's cache (its four
+    tensors), then the signals, then the exact signals (zeros before the window is full)."""
+    zeros = [torch.zeros_like(cache.out[:, 0]) for cache in step.caches]
+    return [*(tensor for cache in step.caches for tensor in cache), *(step.signals or zeros), *(step.exact or zeros)]
 
 
 def update_sums(x: Tensor, output: Tensor, signals: list[Tensor]) -> Tensor:
