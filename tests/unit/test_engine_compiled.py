@@ -20,8 +20,8 @@ import biohsic.engine as engine_module
 import biohsic.engine.compiled as compiled_module
 from biohsic.config import TrainConfig
 from biohsic.data import load_task
-from biohsic.engine import (AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, PairEngine, compiled_engine, compiled_support,
-                            make_engine)
+from biohsic.engine import (AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, PairEngine, compiled_engine,
+                            compiled_support, make_engine)
 from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
@@ -265,7 +265,8 @@ RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fractio
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [dataclasses.replace(BASE, seeds=3),
                                     dataclasses.replace(BASE, **COMBINATIONS["leaky paper"]), RESUMED,
-                                    dataclasses.replace(BASE, seeds=3, **COMBINATIONS["phsic-stream gaussian recompute"])],
+                                    dataclasses.replace(BASE, seeds=3,
+                                                        **COMBINATIONS["phsic-stream gaussian recompute"])],
                          ids=["rate exact K=3 float64", "leaky paper K=1 float64", "rate exact K=2 float32",
                               "phsic-stream gaussian recompute K=3 float64"])
 def test_compiled_equals_the_eager_rule(config, graph_cache):

@@ -31,7 +31,8 @@ DYNAMICS = {
 }
 
 
-def build(folder, kind: str, seeds: int, dtype=torch.float64, learning: str = "frozen", **settings):
+def build(folder, kind: str, seeds: int, dtype=torch.float64, learning: str = "frozen", steps_per_call: int = 4,
+          **settings):
     """A network, its rule with the reservoirs of ``folder`` and the engine ``kind`` (``eager``,
     ``step``: the compiled engine's chunk function uncompiled, ``compiled``)."""
     network = Network(SIZES, seeds=range(seeds), dtype=dtype)
@@ -42,7 +43,7 @@ def build(folder, kind: str, seeds: int, dtype=torch.float64, learning: str = "f
     optimizer = make_optimizer(rule.trainable_parameters(), config)
     if kind == "eager":
         return network, EagerEngine(rule, optimizer)
-    return network, compiled_engine(rule, optimizer, compile=kind == "compiled", steps_per_call=4)
+    return network, compiled_engine(rule, optimizer, compile=kind == "compiled", steps_per_call=steps_per_call)
 
 
 def stream(seeds: int, samples: int, dtype=torch.float64, seed: int = 3):
@@ -52,9 +53,10 @@ def stream(seeds: int, samples: int, dtype=torch.float64, seed: int = 3):
     return x, y
 
 
-def trained(folder, kind: str, seeds: int, samples: int, chunk: int = 13, dtype=torch.float64, **settings):
-    """The logits of every sample, the parameters and the loop's scores after ``samples`` samples."""
-    network, engine = build(folder, kind, seeds, dtype, **settings)
+def trained(folder, kind: str, seeds: int, samples: int, chunk: int = 13, dtype=torch.float64, **options):
+    """The logits of every sample, the parameters, the loop's scores after ``samples`` samples
+    and the engine (``options``: those of :func:`build`)."""
+    network, engine = build(folder, kind, seeds, dtype, **options)
     x, y = stream(seeds, samples, dtype)
     logits = []
     for start in range(0, samples, chunk):
@@ -186,7 +188,7 @@ def test_frozen_reservoirs_are_compiled(tmp_path):
 def test_compiled_equals_the_eager_loop(tmp_path, graph_cache):  # noqa: F811  (the fixture)
     folder = save_reservoirs(tmp_path / "res", rate_noise=0.05, output_noise=0.02)
     expected = trained(folder, "eager", 2, 110)
-    got = trained(folder, "compiled", 2, 110)
+    got = trained(folder, "compiled", 2, 110, steps_per_call=2)
     assert got[3].compile_seconds > 0 and got[3].graph is not None
     assert relative_error(got[:2], expected[:2]) <= 1e-10
     assert_same_scores(got[2], expected[2], rtol=1e-9)

@@ -204,8 +204,9 @@ class CompiledEngine(RuleEngine):
             reservoir.begin(self.rule.network.n_models)
             reservoir.u, reservoir.r, reservoir.o = (state.clone(memory_format=torch.contiguous_format)
                                                      for state in (reservoir.u, reservoir.r, reservoir.o))
+            projection = reservoir.proj if reservoir.config.input_projection else None
             circuits.append(CircuitState(reservoir.u, reservoir.r, reservoir.o, reservoir.w_in, w_rec, reservoir.w_fb,
-                                         reservoir.w_out, reservoir.proj if reservoir.config.input_projection else None))
+                                         reservoir.w_out, projection))
         return circuits
 
     def state(self) -> StepState:
@@ -418,10 +419,11 @@ class PairEngine(CompiledEngine):
         """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count, 2)`` each: the hidden layers'
         and the readout's."""
         self._sync_updates()
-        beta1, beta2 = self.settings.betas
-        steps = range(1, count + 1)
-        return (torch.tensor([[1 - beta1**(s + t) for s in self.steps] for t in steps], dtype=like.dtype, device=like.device),
-                torch.tensor([[1 - beta2**(s + t) for s in self.steps] for t in steps], dtype=like.dtype, device=like.device))
+        def corrections(beta: float) -> Tensor:
+            return torch.tensor([[1 - beta**(s + t) for s in self.steps] for t in range(1, count + 1)],
+                                dtype=like.dtype, device=like.device)
+
+        return corrections(self.settings.betas[0]), corrections(self.settings.betas[1])
 
     def state(self) -> PairState:
         """The run's tensors, as :func:`~biohsic.engine.pair_step.phsic_stream_step` updates them."""
