@@ -141,35 +141,47 @@ def test_a_checkpoint_of_either_engine_continues_on_the_other(case):
     x, y = stream(config, 90)
     whole_network, whole = build(config, "eager")
     whole.train_chunk(x, y)
-    first_network, first = build(config, "step")
-    first.train_chunk(x[:, :50], y[:, :50])
-    state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
-    second_network, second = build(config, "eager")
-    second_network.load_state_dict(state["network"])
-    second.load_state_dict(copy.deepcopy(state))
-    second.train_chunk(x[:, 50:], y[:, 50:])
-    back_network, back = build(config, "step")
-    back_network.load_state_dict(state["network"])
-    back.load_state_dict(state)
-    back.train_chunk(x[:, 50:], y[:, 50:])
-    for network in (second_network, back_network):
+    for network, _ in continued_across_engines(lambda kind: build(config, kind), x, y, 50):
         for a, b in zip(network.parameters(), whole_network.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def continued_across_engines(build_engine, x, y, split: int) -> list:
+    """A run of each engine (``build_engine(kind)`` → network and engine, kind ``eager`` or
+    ``step``) checkpointed after ``split`` samples of ``x`` and continued from its checkpoint on
+    each engine: the four (network, engine) after the rest of ``x``."""
+    continued = []
+    for source in ("eager", "step"):
+        first_network, first = build_engine(source)
+        first.train_chunk(x[:, :split], y[:, :split])
+        state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
+        for kind in ("eager", "step"):
+            network, engine = build_engine(kind)
+            network.load_state_dict(state["network"])
+            engine.load_state_dict(copy.deepcopy(state))
+            engine.train_chunk(x[:, split:], y[:, split:])
+            continued.append((network, engine))
+    return continued
 
 
 @pytest.mark.parametrize("case, step", [("rate exact", 17), ("leaky exact", 17), ("phsic-stream gaussian", 17),
                                         ("phsic-stream cosine", 0)])
 def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(case, step):
     config = dataclasses.replace(BASE, seeds=3, **COMBINATIONS[case])
+    assert_a_nan_input_is_named_alike([build(config, kind)[1] for kind in ("eager", "step")], *stream(config, 30), step)
+
+
+def assert_a_nan_input_is_named_alike(engines, x, y, step: int) -> None:
+    """Each engine (the eager one first) trained on ``x`` with a NaN in model 1's input at ``step``
+    names it as the first non-finite quantity, as the eager engine does."""
+    x = x.clone()
+    x[1, step, 1] = float("nan")
     reports = []
-    for kind in ("eager", "step"):
-        _, engine = build(config, kind)
-        x, y = stream(config, 30)
-        x[1, step, 1] = float("nan")
+    for engine in engines:
         engine.train_chunk(x, y)
         reports.append(engine.first_nonfinite())
-    assert reports[0] is not None and reports[1] == reports[0]
-    assert (reports[1].step, reports[1].quantity, reports[1].models) == (step, "input", (1,))
+    assert reports[0] is not None and all(report == reports[0] for report in reports)
+    assert (reports[0].step, reports[0].quantity, reports[0].models) == (step, "input", (1,))
 
 
 def test_phsic_stream_restarts_its_stream_after_a_reset_as_the_eager_rule_does():
@@ -250,12 +262,6 @@ def test_the_engine_may_change_when_a_run_is_resumed(tmp_path):
 
 
 # --- compiled (slow: each test compiles its graphs once; they are cached on disk) -------------
-
-
-@pytest.fixture
-def graph_cache(tmp_path_factory, monkeypatch):
-    """Compiled graphs cached in this session's temporary folder, shared by its tests."""
-    monkeypatch.setenv("BIOHSIC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "biohsic-cache"))
 
 
 #: The run of the resume test below, whose graph the float32 case compiles first (cached on disk).

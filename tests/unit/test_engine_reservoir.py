@@ -4,7 +4,6 @@ variant of the reservoirs' dynamics, the loop's scores, checkpoints either way, 
 of a non-finite quantity, which runs stay eager; one test compiles (``slow``)."""
 from __future__ import annotations
 
-import copy
 import math
 import re
 import warnings
@@ -19,7 +18,7 @@ from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
 from biohsic.train import make_optimizer
-from test_engine_compiled import graph_cache, relative_error  # noqa: F401  (graph_cache: a fixture)
+from test_engine_compiled import assert_a_nan_input_is_named_alike, continued_across_engines, relative_error
 from test_reservoir_loop import GAMMA, SIGMAS, SIZES, WINDOW, save_reservoirs
 
 #: Variants of the reservoirs' dynamics, each away from the test files' (no noise, feedback, no projection).
@@ -140,14 +139,7 @@ def test_a_checkpoint_of_either_engine_continues_on_the_other(tmp_path):
     whole_network, whole = build(folder, "eager", 2)
     whole.train_chunk(x, y)
     expected = whole.epoch_metrics()
-    first_network, first = build(folder, "step", 2)
-    first.train_chunk(x[:, :50], y[:, :50])
-    state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
-    for kind in ("eager", "step"):
-        network, engine = build(folder, kind, 2)
-        network.load_state_dict(state["network"])
-        engine.load_state_dict(copy.deepcopy(state))
-        engine.train_chunk(x[:, 50:], y[:, 50:])
+    for network, engine in continued_across_engines(lambda kind: build(folder, kind, 2), x, y, 50):
         for a, b in zip(network.parameters(), whole_network.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
         assert_same_scores(engine.epoch_metrics(), expected, rtol=1e-9)
@@ -155,15 +147,7 @@ def test_a_checkpoint_of_either_engine_continues_on_the_other(tmp_path):
 
 def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(tmp_path):
     folder = save_reservoirs(tmp_path / "res")
-    reports = []
-    for kind in ("eager", "step"):
-        _, engine = build(folder, kind, 3)
-        x, y = stream(3, 30)
-        x[1, 17, 1] = float("nan")
-        engine.train_chunk(x, y)
-        reports.append(engine.first_nonfinite())
-    assert reports[0] is not None and reports[1] == reports[0]
-    assert (reports[1].step, reports[1].quantity, reports[1].models) == (17, "input", (1,))
+    assert_a_nan_input_is_named_alike([build(folder, kind, 3)[1] for kind in ("eager", "step")], *stream(3, 30), 17)
 
 
 @pytest.mark.parametrize("learning", ["delta", "force", "refit"])
@@ -185,7 +169,7 @@ def test_frozen_reservoirs_are_compiled(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_equals_the_eager_loop(tmp_path, graph_cache):  # noqa: F811  (the fixture)
+def test_compiled_equals_the_eager_loop(tmp_path, graph_cache):
     folder = save_reservoirs(tmp_path / "res", rate_noise=0.05, output_noise=0.02)
     expected = trained(folder, "eager", 2, 110)
     got = trained(folder, "compiled", 2, 110, steps_per_call=2)

@@ -40,6 +40,7 @@ from ..network import HiddenLayer, Readout
 from ..nonfinite import NonFinite, NonFiniteWatch
 from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
+from ..reservoir import Reservoir
 from ..reservoir.closed_loop import ReservoirModulator
 from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
@@ -118,7 +119,7 @@ def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettin
                         circuits=tuple(reservoir.config for reservoir in reservoirs), **optimizer_settings(optimizer))
 
 
-def rule_reservoirs(rule: Rule) -> list[Any]:
+def rule_reservoirs(rule: Rule) -> list[Reservoir]:
     """The reservoirs of a rule whose modulator is :class:`~biohsic.reservoir.closed_loop.ReservoirModulator`
     (one per hidden layer), else none."""
     modulator = getattr(rule, "modulator", None)

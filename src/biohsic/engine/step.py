@@ -26,7 +26,7 @@ optimiser) are the reference this function is tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ from ..functional.layers import (HiddenCache, cross_entropy_grad, dense, hidden_
 from ..functional.modulator import _exact_signal_from_row, _modulation_row, _signal_from_kernels
 from ..functional.reservoir import input_current, reservoir_output, reservoir_rates_step
 from ..memory import write_slot
+from ..reservoir.model import ReservoirConfig
 
 
 class CircuitState(NamedTuple):
@@ -95,7 +96,7 @@ class StepSettings:
     weight_decay: float
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    circuits: tuple[Any, ...] = ()
+    circuits: tuple[ReservoirConfig, ...] = ()
 
 
 class StepOutput(NamedTuple):
