@@ -101,10 +101,10 @@ class StepSettings:
 
 class StepOutput(NamedTuple):
     """What one step gives back: the readout's ``output`` ``(K, classes)``, each hidden layer's
-    ``signals`` ``(K, d_l)`` that its update used, its forward ``caches``, and (modulator
-    ``reservoir``) the ``exact`` :math:`g_N` of the working memory, which the loop's scores
-    compare the reservoir's signal with; the last two for a window that is full (empty
-    otherwise, and ``exact`` for the kernel modulators)."""
+    ``signals`` ``(K, d_l)`` that its update used (empty before the window is full), its
+    forward ``caches``, and (modulator ``reservoir``, a full window) the ``exact`` :math:`g_N`
+    of the working memory, which the loop's scores compare the reservoir's signal with
+    (empty otherwise)."""
 
     output: Tensor
     signals: list[Tensor]
