@@ -13,3 +13,9 @@ def small_xor(monkeypatch):
     small = load_task("xor").first_training_samples(120)
     monkeypatch.setattr(train_module, "load_task", lambda *args, **kwargs: small)
     return small
+
+
+@pytest.fixture
+def graph_cache(tmp_path_factory, monkeypatch):
+    """Compiled graphs cached in this session's temporary folder, shared by its tests."""
+    monkeypatch.setenv("BIOHSIC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "biohsic-cache"))

@@ -28,7 +28,8 @@ import biohsic.engine as engine_module
 import biohsic.engine.compiled as compiled_module
 from biohsic.config import TrainConfig
 from biohsic.data import load_task
-from biohsic.engine import AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, compiled_support, make_engine
+from biohsic.engine import (AUTO_MIN_UPDATES, CompiledEngine, EagerEngine, PairEngine, compiled_engine,
+                            compiled_support, make_engine)
 from biohsic.errors import EngineWarning
 from biohsic.network import Network
 from biohsic.rules import build_rule
@@ -54,6 +55,11 @@ COMBINATIONS = {
     "leaky recompute": dict(neuron="leaky", memory="recompute"),
     "leaky newest": dict(neuron="leaky", readout_update="newest"),
     "leaky sgd": dict(neuron="leaky", optimizer="sgd", lr=0.003),
+    "phsic-stream gaussian": dict(rule="phsic-stream", phsic_sigma=2.0),
+    "phsic-stream cosine": dict(rule="phsic-stream", phsic_kernel="cosine"),
+    "phsic-stream gaussian recompute": dict(rule="phsic-stream", phsic_sigma=2.0, memory="recompute", phsic_horizon=7),
+    "phsic-stream cosine recompute": dict(rule="phsic-stream", phsic_kernel="cosine", memory="recompute"),
+    "phsic-stream sgd": dict(rule="phsic-stream", phsic_sigma=2.0, optimizer="sgd", lr=0.003),
 }
 CASES = [(case, seeds) for case in COMBINATIONS for seeds in (1, 3)]
 # The learning rates keep 1,000 updates of these tiny networks out of the chaotic regime, where
@@ -69,6 +75,9 @@ INDUCTOR_RUNS = {
                                                                 dtype="float32"),
     "leaky exact stored window sgd K=3 float32": dict(neuron="leaky", optimizer="sgd", lr=0.003, seeds=3,
                                                       dtype="float32"),
+    "phsic-stream gaussian recompute adamw K=3 float64": dict(seeds=3, **COMBINATIONS["phsic-stream gaussian recompute"]),
+    "phsic-stream cosine stored sgd K=1 float32": dict(rule="phsic-stream", phsic_kernel="cosine", optimizer="sgd",
+                                                       lr=0.003, dtype="float32"),
 }
 
 
@@ -81,7 +90,7 @@ def build(config: TrainConfig, kind: str, **options):
     optimizer = make_optimizer(rule.trainable_parameters(), cfg)
     if kind == "eager":
         return network, EagerEngine(rule, optimizer)
-    return network, CompiledEngine(rule, optimizer, compile=kind == "compiled", **options)
+    return network, compiled_engine(rule, optimizer, compile=kind == "compiled", **options)
 
 
 def stream(config: TrainConfig, samples: int, seed: int = 1):
@@ -138,39 +147,86 @@ def test_the_step_equals_the_eager_rule_in_float32(case, seeds):
     assert relative_error(got, eager_reference(config)) <= 1e-4
 
 
-def test_a_checkpoint_of_either_engine_continues_on_the_other():
-    config = dataclasses.replace(BASE, seeds=2)
+@pytest.mark.parametrize("case", ["rate exact", "phsic-stream gaussian"])
+def test_a_checkpoint_of_either_engine_continues_on_the_other(case):
+    config = dataclasses.replace(BASE, seeds=2, **COMBINATIONS[case])
     x, y = stream(config, 90)
     whole_network, whole = build(config, "eager")
     whole.train_chunk(x, y)
-    first_network, first = build(config, "step")
-    first.train_chunk(x[:, :50], y[:, :50])
-    state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
-    second_network, second = build(config, "eager")
-    second_network.load_state_dict(state["network"])
-    second.load_state_dict(copy.deepcopy(state))
-    second.train_chunk(x[:, 50:], y[:, 50:])
-    back_network, back = build(config, "step")
-    back_network.load_state_dict(state["network"])
-    back.load_state_dict(state)
-    back.train_chunk(x[:, 50:], y[:, 50:])
-    for network in (second_network, back_network):
+    for network, _ in continued_across_engines(lambda kind: build(config, kind), x, y, 50):
         for a, b in zip(network.parameters(), whole_network.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("neuron", ["rate", "leaky"])
-def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(neuron):
-    config = dataclasses.replace(BASE, seeds=3, neuron=neuron)
+def continued_across_engines(build_engine, x, y, split: int) -> list:
+    """A run of each engine (``build_engine(kind)`` → network and engine, kind ``eager`` or
+    ``step``) checkpointed after ``split`` samples of ``x`` and continued from its checkpoint on
+    each engine: the four (network, engine) after the rest of ``x``."""
+    continued = []
+    for source in ("eager", "step"):
+        first_network, first = build_engine(source)
+        first.train_chunk(x[:, :split], y[:, :split])
+        state = copy.deepcopy({"network": first_network.state_dict(), **first.state_dict()})   # as a checkpoint file
+        for kind in ("eager", "step"):
+            network, engine = build_engine(kind)
+            network.load_state_dict(state["network"])
+            engine.load_state_dict(copy.deepcopy(state))
+            engine.train_chunk(x[:, split:], y[:, split:])
+            continued.append((network, engine))
+    return continued
+
+
+@pytest.mark.parametrize("case, step", [("rate exact", 17), ("leaky exact", 17), ("phsic-stream gaussian", 17),
+                                        ("phsic-stream cosine", 0)])
+def test_the_first_non_finite_quantity_is_named_as_the_eager_engine_names_it(case, step):
+    config = dataclasses.replace(BASE, seeds=3, **COMBINATIONS[case])
+    assert_a_nan_input_is_named_alike([build(config, kind)[1] for kind in ("eager", "step")], *stream(config, 30), step)
+
+
+def assert_a_nan_input_is_named_alike(engines, x, y, step: int) -> None:
+    """Each engine (the eager one first) trained on ``x`` with a NaN in model 1's input at ``step``
+    names it as the first non-finite quantity, as the eager engine does."""
+    x = x.clone()
+    x[1, step, 1] = float("nan")
     reports = []
-    for kind in ("eager", "step"):
-        _, engine = build(config, kind)
-        x, y = stream(config, 30)
-        x[1, 17, 1] = float("nan")
+    for engine in engines:
         engine.train_chunk(x, y)
         reports.append(engine.first_nonfinite())
-    assert reports[0] is not None and reports[1] == reports[0]
-    assert (reports[1].step, reports[1].quantity, reports[1].models) == (17, "input", (1,))
+    assert reports[0] is not None and all(report == reports[0] for report in reports)
+    assert (reports[0].step, reports[0].quantity, reports[0].models) == (step, "input", (1,))
+
+
+def test_phsic_stream_restarts_its_stream_after_a_reset_as_the_eager_rule_does():
+    """After a reset the first sample has no pair: the hidden layers skip it, so their AdamW
+    step count trails the readout's by one per stream; every parameter learns."""
+    config = dataclasses.replace(BASE, seeds=2, **COMBINATIONS["phsic-stream gaussian"])
+    results = []
+    for kind in ("eager", "step"):
+        network, engine = build(config, kind)
+        initial = [p.detach().clone() for p in network.parameters()]
+        x, y = stream(config, 60)
+        logits = [engine.train_chunk(x[:, :30], y[:, :30])]
+        engine.reset()
+        logits.append(engine.train_chunk(x[:, 30:], y[:, 30:]))
+        results.append((torch.cat(logits, 1), [p.detach().clone() for p in network.parameters()]))
+        assert [int(engine.optimizer.state[p]["step"]) for p in network.parameters()] == [58] * 4 + [60] * 2
+        assert all(float((p.detach() - before).abs().max()) > 1e-3 for p, before in zip(network.parameters(), initial))
+    assert relative_error(results[1], results[0]) <= 1e-10
+
+
+@pytest.mark.parametrize("case", ["rate exact", "leaky paper"])
+def test_biohsic_refills_its_window_after_a_reset_as_the_eager_rule_does(case):
+    """After a reset nothing learns until the window is full again (no stale gradient is applied)."""
+    config = dataclasses.replace(BASE, seeds=2, **COMBINATIONS[case])
+    results = []
+    for kind in ("eager", "step"):
+        network, engine = build(config, kind)
+        x, y = stream(config, 60)
+        logits = [engine.train_chunk(x[:, :30], y[:, :30])]
+        engine.reset()
+        logits.append(engine.train_chunk(x[:, 30:], y[:, 30:]))
+        results.append((torch.cat(logits, 1), [p.detach().clone() for p in network.parameters()]))
+    assert relative_error(results[1], results[0]) <= 1e-10
 
 
 def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypatch):
@@ -189,8 +245,19 @@ def test_the_engine_is_chosen_by_the_setting_and_the_length_of_the_run(monkeypat
     assert len(caught) == 1
 
 
+def test_the_compiled_engine_of_phsic_stream_is_the_pair_engine():
+    _, eager = build(dataclasses.replace(BASE, **COMBINATIONS["phsic-stream gaussian"]), "eager")
+    assert compiled_support(eager.rule, eager.optimizer) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert type(make_engine(eager.rule, eager.optimizer, "compiled", 1)) is PairEngine
+    assert type(make_engine(eager.rule, eager.optimizer, "auto", AUTO_MIN_UPDATES)) is PairEngine
+    with pytest.raises(ValueError, match="runs rule biohsic, not phsic-stream"):
+        CompiledEngine(eager.rule, eager.optimizer)
+
+
 @pytest.mark.parametrize("settings, reason", [
-    (dict(rule="phsic-stream"), "rule phsic-stream has no compiled step"),
+    (dict(rule="phsic", batch_size=4), "rule phsic has no compiled step"),
     (dict(rule="bp", batch_size=4), "rule bp has no compiled step"),
     (dict(hidden=()), "dense hidden layers"),
 ])
@@ -224,12 +291,6 @@ def test_the_engine_may_change_when_a_run_is_resumed(tmp_path):
 # --- compiled (slow: each test compiles its graphs once; they are cached on disk) -------------
 
 
-@pytest.fixture
-def graph_cache(tmp_path_factory, monkeypatch):
-    """Compiled graphs cached in this session's temporary folder, shared by its tests."""
-    monkeypatch.setenv("BIOHSIC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "biohsic-cache"))
-
-
 #: The run of the resume test below.
 RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fraction=0.0, seeds=2)
 
@@ -246,13 +307,14 @@ def test_compiled_equals_the_eager_rule(run, graph_cache):
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("run", ["rate exact stored window adamw K=3 float64",
-                                 "leaky paper recompute newest adamw K=1 float64"])
+                                 "leaky paper recompute newest adamw K=1 float64",
+                                 "phsic-stream gaussian recompute adamw K=3 float64"])
 def test_compiled_under_cuda_graphs_equals_the_eager_rule_on_the_cpu(run, graph_cache):
     config = dataclasses.replace(BASE, **INDUCTOR_RUNS[run])
     cfg = config.resolved()
     network = Network([D_IN, *cfg.hidden, CLASSES], seeds=range(cfg.seeds), dtype=torch.float64).to("cuda")
     rule = build_rule(network, cfg)
-    engine = CompiledEngine(rule, make_optimizer(rule.trainable_parameters(), cfg))
+    engine = compiled_engine(rule, make_optimizer(rule.trainable_parameters(), cfg))
     x, y = stream(config, samples_for(config, UPDATES))
     logits = torch.cat([engine.train_chunk(x[:, i:i + 128].cuda(), y[:, i:i + 128].cuda()).cpu()
                         for i in range(0, x.shape[1], 128)], 1)

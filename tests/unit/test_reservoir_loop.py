@@ -22,13 +22,14 @@ SIZES = [5, 6, 4, 3]
 WINDOW, GAMMA, SIGMAS = 4, 3.0, (0.8, 0.4, 1.5)
 
 
-def save_reservoirs(folder, widths=(6, 4), window=WINDOW, gamma=GAMMA, d_x=5):
-    """One small float64 reservoir per layer with a random (non-zero) readout."""
+def save_reservoirs(folder, widths=(6, 4), window=WINDOW, gamma=GAMMA, d_x=5, dtype=torch.float64, **dynamics):
+    """One small reservoir per layer (float64 unless ``dtype``; ``dynamics``: other
+    :class:`ReservoirConfig` fields) with a random (non-zero) readout."""
     folder.mkdir(exist_ok=True)
     for layer, width in enumerate(widths):
         config = ReservoirConfig(d_x=d_x, d_y=3, d_z=width, units=20, window=window, gamma=gamma, sigmas=SIGMAS,
-                                 steps_per_sample=3, seed=layer)
-        reservoir = Reservoir(config, dtype=torch.float64)
+                                 **{"steps_per_sample": 3, **dynamics}, seed=layer)
+        reservoir = Reservoir(config, dtype=dtype)
         reservoir.w_out.copy_(torch.randn(reservoir.w_out.shape, generator=torch.Generator().manual_seed(layer),
                                           dtype=torch.float64) * 0.1)
         reservoir.save(layer_file(folder, layer), info={"alpha": 0.5})

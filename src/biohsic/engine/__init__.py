@@ -3,7 +3,8 @@
 The trainer (:class:`biohsic.train.Trainer`) hands an engine consecutive samples and scores
 the logits it returns; an engine owns the rule's state between steps and the optimiser.
 :class:`EagerEngine` is the reference (a rule's eager step and a ``torch.optim`` optimiser);
-:class:`CompiledEngine` runs the rule's explicit step (:mod:`biohsic.engine.step`) compiled;
+:class:`CompiledEngine` runs the rule's explicit step (:mod:`biohsic.engine.step`) compiled,
+:class:`PairEngine` that of ``phsic-stream`` (:mod:`biohsic.engine.pair_step`);
 :func:`make_engine` chooses between them (``--engine``).
 """
 import warnings
@@ -15,7 +16,7 @@ from torch import Tensor
 from ..errors import EngineWarning
 from ..nonfinite import NonFinite
 from ..rules import Rule
-from .compiled import CompiledEngine, compiled_support, compiler_available
+from .compiled import CompiledEngine, PairEngine, compiled_engine, compiled_support, compiler_available
 from .eager import EagerEngine
 
 #: ``--engine auto`` compiles a run of at least this many updates (samples × time steps ×
@@ -69,8 +70,8 @@ def make_engine(rule: Rule, optimizer: torch.optim.Optimizer, choice: str, updat
     if reason is not None:
         warnings.warn(f"--engine compiled: {reason}; this run uses the eager engine", EngineWarning, stacklevel=2)
         return EagerEngine(rule, optimizer)
-    return CompiledEngine(rule, optimizer)
+    return compiled_engine(rule, optimizer)
 
 
-__all__ = ["AUTO_MIN_UPDATES", "CompiledEngine", "EagerEngine", "Engine", "NonFinite", "compiled_support",
-           "make_engine"]
+__all__ = ["AUTO_MIN_UPDATES", "CompiledEngine", "EagerEngine", "Engine", "NonFinite", "PairEngine", "compiled_engine",
+           "compiled_support", "make_engine"]

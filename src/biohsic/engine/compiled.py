@@ -11,9 +11,15 @@ place, so a checkpoint is the same whichever engine wrote it and either engine r
 
 Covered (:func:`compiled_support` says why a run is not): the three-factor rule ``biohsic``
 with the ``exact``, ``paper`` and ``paper-jan2024`` modulators, rate or leaky units, stored
-or recomputed memory, either readout update, dense hidden layers, AdamW (no amsgrad) or SGD
-without momentum, K models side by side. The samples that fill the working memory at the start
-of a run (no update yet) go through the same step function uncompiled.
+or recomputed memory, either readout update, or with frozen reservoirs (modulator
+``reservoir``, ``--reservoir-learning frozen``: their state in the step's state, their noise
+drawn from each reservoir's generator before the chunk and passed in, the loop's scores fed
+after the chunk with what the step returned, as the eager loop feeds them); the two-sample rule ``phsic-stream``
+(:class:`PairEngine`, the step of :mod:`biohsic.engine.pair_step`) with either z-kernel and
+memory mode; dense hidden layers, AdamW (no amsgrad) or SGD without momentum, K models side
+by side. The samples that fill the working memory at the start of a run (no update yet) go
+through the same step function uncompiled; the first sample of a ``phsic-stream`` stream (no
+pair yet) through the eager rule.
 """
 from __future__ import annotations
 
@@ -28,14 +34,18 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..functional.layers import prediction_steps
+from ..functional.layers import HiddenCache, prediction_steps
 from ..modulators import KernelModulator
 from ..network import HiddenLayer, Readout
 from ..nonfinite import NonFinite, NonFiniteWatch
 from ..rules import Rule, hidden_layer_name
 from ..rules.biohsic import BioHSIC
+from ..reservoir import Reservoir
+from ..reservoir.closed_loop import ReservoirModulator
+from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
-from .step import StepSettings, StepState, streaming_step
+from .pair_step import PairSettings, PairState, phsic_stream_step
+from .step import CircuitState, StepOutput, StepSettings, StepState, streaming_step
 
 #: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
 #: save Python overhead (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8,
@@ -62,10 +72,15 @@ def compiler_available() -> bool:
 def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None:
     """Why the compiled engine cannot run ``rule`` with ``optimizer`` (one phrase), or ``None``
     when it can."""
-    if type(rule) is not BioHSIC:
-        return f"rule {rule.name} has no compiled step (only biohsic)"
-    if not isinstance(rule.modulator, KernelModulator):
-        return f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators)"
+    if type(rule) is BioHSIC:
+        if isinstance(rule.modulator, ReservoirModulator):
+            if rule.modulator.learning != "frozen":
+                return f"reservoir learning {rule.modulator.learning} has no compiled step (only frozen reservoirs)"
+        elif not isinstance(rule.modulator, KernelModulator):
+            return (f"modulator {rule.config.modulator} has no compiled step (only the kernel modulators and "
+                    f"frozen reservoirs)")
+    elif type(rule) is not PlausiblePHSIC:
+        return f"rule {rule.name} has no compiled step (only biohsic and phsic-stream)"
     network = rule.network
     if not len(network.hidden) or any(type(layer) is not HiddenLayer for layer in network.hidden):
         return "the compiled step needs dense hidden layers (at least one)"
@@ -85,16 +100,30 @@ def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None
     return None
 
 
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's part of a step's settings: its kind (``adamw`` or ``sgd``) and hyper-parameters."""
+    group = optimizer.param_groups[0]
+    adamw = type(optimizer) is torch.optim.AdamW
+    return dict(optimizer="adamw" if adamw else "sgd", lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                betas=tuple(map(float, group["betas"])) if adamw else (0.9, 0.999),
+                eps=float(group["eps"]) if adamw else 1e-8)
+
+
 def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettings:
     """The constants of ``rule``'s step with ``optimizer``."""
-    cfg, group = rule.config, optimizer.param_groups[0]
-    adamw = type(optimizer) is torch.optim.AdamW
-    return StepSettings(kind=rule.modulator.kind, gamma=float(cfg.gamma), sigmas=tuple(map(float, cfg.sigmas)),
-                        recompute=rule.recompute, readout_window=rule.readout_window, leaky=rule.leaky,
-                        dt=float(cfg.dt), tau=float(cfg.tau), optimizer="adamw" if adamw else "sgd",
-                        lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                        betas=tuple(map(float, group["betas"])) if adamw else (0.9, 0.999),
-                        eps=float(group["eps"]) if adamw else 1e-8)
+    cfg = rule.config
+    reservoirs = rule_reservoirs(rule)
+    return StepSettings(kind="reservoir" if reservoirs else rule.modulator.kind, gamma=float(cfg.gamma),
+                        sigmas=tuple(map(float, cfg.sigmas)), recompute=rule.recompute,
+                        readout_window=rule.readout_window, leaky=rule.leaky, dt=float(cfg.dt), tau=float(cfg.tau),
+                        circuits=tuple(reservoir.config for reservoir in reservoirs), **optimizer_settings(optimizer))
+
+
+def rule_reservoirs(rule: Rule) -> list[Reservoir]:
+    """The reservoirs of a rule whose modulator is :class:`~biohsic.reservoir.closed_loop.ReservoirModulator`
+    (one per hidden layer), else none."""
+    modulator = getattr(rule, "modulator", None)
+    return list(modulator.reservoirs) if isinstance(modulator, ReservoirModulator) else []
 
 
 class CompiledEngine(RuleEngine):
@@ -104,23 +133,33 @@ class CompiledEngine(RuleEngine):
     ``backend``: ``torch.compile``'s backend (``inductor``, generated code; the tests also use
     ``eager``, which captures the graph as ``inductor`` does but runs it op by op)."""
 
+    #: the rule this engine's step is written for (:func:`compiled_engine` chooses by it)
+    rule_type: type[Rule] = BioHSIC
+
     def __init__(self, rule: BioHSIC, optimizer: torch.optim.Optimizer, *, compile: bool = True,
                  steps_per_call: int | None = None, backend: str = "inductor"):
         reason = compiled_support(rule, optimizer)
         if reason is not None:
             raise ValueError(reason)
+        if type(rule) is not self.rule_type:
+            raise ValueError(f"{type(self).__name__} runs rule {self.rule_type.name}, not {rule.name}")
         self.rule, self.optimizer = rule, optimizer
-        self.settings = step_settings(rule, optimizer)
+        self.settings = self._settings()
         self.compile, self.steps_per_call, self.backend = compile, steps_per_call or STEPS_PER_CALL, backend
         self.params = list(optimizer.param_groups[0]["params"])
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
+        #: each reservoir's recurrent matrix, dense (sparse CSR in the module): the graph multiplies by it
+        self.recurrent = [reservoir.w_rec.to_dense() for reservoir in rule_reservoirs(rule)]
         self.graph: Callable[..., Any] | None = None   # the compiled chunk function, built on first use
         #: seconds spent compiling (the first call of the graph)
         self.compile_seconds = 0.0
         self._records: list[tuple[int, Tensor]] = []   # (first update, per-model sums (updates, quantities, K))
         self._sync_updates()
+
+    def _settings(self) -> StepSettings:
+        return step_settings(self.rule, self.optimizer)
 
     # --- the state ------------------------------------------------------------------
     def _sync_updates(self) -> None:
@@ -160,18 +199,55 @@ class CompiledEngine(RuleEngine):
             rule.state, rule.traces = zeros, [weight.new_zeros(network.n_models, 1, size) for size in inputs]
         return rule.state, rule.traces
 
+    def _circuits(self) -> list[CircuitState]:
+        """Each reservoir's state (begun, each tensor its own: the step updates them in place)
+        and matrices."""
+        circuits = []
+        for reservoir, w_rec in zip(rule_reservoirs(self.rule), self.recurrent):
+            reservoir.begin(self.rule.network.n_models)
+            reservoir.u, reservoir.r, reservoir.o = (state.clone(memory_format=torch.contiguous_format)
+                                                     for state in (reservoir.u, reservoir.r, reservoir.o))
+            projection = reservoir.proj if reservoir.config.input_projection else None
+            circuits.append(CircuitState(reservoir.u, reservoir.r, reservoir.o, reservoir.w_in, w_rec, reservoir.w_fb,
+                                         reservoir.w_out, projection))
+        return circuits
+
     def state(self) -> StepState:
-        """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them. On CUDA
-        each is marked a static address: CUDA graphs replay only graphs whose mutated inputs
-        stay where they were recorded (others run without CUDA graphs)."""
+        """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them (on CUDA
+        marked static addresses, :func:`mark_static_on_cuda`)."""
         streams = self.rule.memory.streams().values()
         state = StepState([p.detach() for p in self.params], *self._adamw_state(),
-                          [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state())
-        if self.params[0].device.type == "cuda":
-            for tensors in state:
-                for tensor in tensors:
-                    torch._dynamo.mark_static_address(tensor)
+                          [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state(),
+                          self._circuits())
+        mark_static_on_cuda(state)
         return state
+
+    def _circuit_noise(self, samples: int) -> list[Tensor]:
+        """The reservoirs' noise of the next ``samples`` samples, drawn from each one's generator
+        in the eager order, ``(samples, ·)`` each (see :func:`~biohsic.engine.step.circuit_signals`)."""
+        noise = []
+        for reservoir in rule_reservoirs(self.rule):
+            reservoir.begin(self.rule.network.n_models)
+            noise.extend(draw for draw in reservoir.draw_noise(samples) if draw is not None)
+        return noise
+
+    def _score(self, x: Tensor, y: Tensor, records: list[Tensor], *, learn: bool) -> None:
+        """Hand the reservoir loop's scores (:class:`~biohsic.reservoir.scores.LoopScores`) each
+        sample of ``x`` ``(K, S, d_in)`` as the eager loop does: every sample remembered, each
+        with a full window (``learn``) counted and recorded, from the step's ``records``
+        (:func:`score_record`, ``(S, ·)`` each)."""
+        if not records:
+            return
+        modulator, layers = self.rule.modulator, len(self.rule.network.hidden)
+        for u in range(x.shape[1]):
+            row = [record[u] for record in records]
+            caches = [HiddenCache(*row[4 * layer:4 * layer + 4]) for layer in range(layers)]
+            if modulator.scores is not None:
+                modulator.scores.remember(x[:, u], y[:, u], caches)
+            if learn:
+                modulator.full_steps += 1
+                if modulator.scores is not None:
+                    modulator.scores.record(x[:, u], y[:, u], caches, row[4 * layers:5 * layers], row[5 * layers:])
 
     def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count,)`` each, as tensors."""
@@ -188,18 +264,22 @@ class CompiledEngine(RuleEngine):
 
     # --- the chunk function ----------------------------------------------------------
     def _chunk(self, state: StepState, x: Tensor, y: Tensor, slots: Tensor, bc1: Tensor,
-               bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
+               bc2: Tensor, *noise: Tensor, learn: bool = True) -> tuple[Tensor, ...]:
         """U consecutive updates — samples of rate units, time steps of leaky units — with inputs
-        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)`` and
-        bias corrections ``(U,)``. Returns each update's output ``(K, U, classes)`` and the
-        per-model sums of its input, output and signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
-        outputs, checks = [], []
+        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)``,
+        bias corrections ``(U,)`` and the reservoirs' noise ``(U, ·)`` each. Returns each update's
+        output ``(K, U, classes)``, the per-model sums of its input, output and signals
+        ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`) and, with reservoirs, what the loop's
+        scores need (:func:`score_record`, ``(U, ·)`` each)."""
+        outputs, checks, records = [], [], []
         for u in range(x.shape[1]):
-            out, g = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
-                                    learn=learn)
-            outputs.append(out)
-            checks.append(torch.stack([x[:, u].sum(-1), out.sum(-1), *(signal.sum(-1) for signal in g)]))
-        return torch.stack(outputs, 1), torch.stack(checks)
+            step = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
+                                  learn=learn, noise=[draws[u] for draws in noise])
+            outputs.append(step.output)
+            checks.append(update_sums(x[:, u], step.output, step.signals))
+            if self.settings.kind == "reservoir":
+                records.append(score_record(step))
+        return torch.stack(outputs, 1), torch.stack(checks), *(torch.stack(record) for record in zip(*records))
 
     def _predictions(self, outputs: Tensor) -> Tensor:
         """What each sample's presentation predicts, ``(K, S, classes)``, from the outputs of its
@@ -216,37 +296,39 @@ class CompiledEngine(RuleEngine):
             total = total + per_sample[:, :, t]
         return total / averaged
 
-    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool,
+             noise: list[Tensor] | None = None) -> tuple[Tensor, ...]:
         """The updates of :meth:`_chunk`, ``steps_per_call`` per compiled call (the compiled
         graph built on first use; its wall time counts as :attr:`compile_seconds`); the few left
-        over at the end, and the updates that only fill the memory, run uncompiled."""
+        over at the end, and the updates that only fill the memory, run uncompiled. ``noise``:
+        the reservoirs' noise, ``(U, ·)`` each. Returns what :meth:`_chunk` returns, for all U updates."""
         if learn:
             bc1, bc2 = self._bias_corrections(x.shape[1], x)
         else:
             bc1 = bc2 = x.new_ones(x.shape[1])
-        outputs, checks = [], []
+        parts = []
         with torch.no_grad():
             for first in range(0, x.shape[1], self.steps_per_call):
                 part = slice(first, first + self.steps_per_call)
                 # fresh contiguous tensors: a view's strides and offset (which vary with K and the
                 # chunk) are part of a static graph's guards, and a new one would recompile it
                 args = (self.state(), *(t.clone(memory_format=torch.contiguous_format)
-                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part])))
+                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part],
+                                                  *(draws[part] for draws in noise or []))))
                 if learn and self.compile and args[1].shape[1] == self.steps_per_call:
-                    out, check = self._compiled(*args)
+                    parts.append(self._compiled(*args))
                 else:
-                    out, check = self._chunk(*args, learn=learn)
-                outputs.append(out)
-                checks.append(check)
+                    parts.append(self._chunk(*args, learn=learn))
         if learn:
             self._count_updates(x.shape[1])
-        return torch.cat(outputs, 1), torch.cat(checks)
+        outputs, *rest = zip(*parts)
+        return torch.cat(outputs, 1), *(torch.cat(pieces) for pieces in rest)
 
     def _compiled(self, *args: Any) -> tuple[Tensor, Tensor]:
         """:meth:`_chunk` compiled; the first call compiles it (timed as :attr:`compile_seconds`)."""
         if self.graph is not None:
             return self.graph(*args)
-        chunk = types.MethodType(own_code(CompiledEngine._chunk), self)
+        chunk = types.MethodType(own_code(type(self)._chunk), self)
         self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device, self.backend)
         start = time.perf_counter()
         with warnings.catch_warnings():   # PyTorch's deprecation notices to itself, while it compiles
@@ -272,10 +354,13 @@ class CompiledEngine(RuleEngine):
             if not samples:
                 continue
             slots = torch.tensor([(memory.count + i) % memory.capacity for i in range(samples)], device=x.device)
-            outputs, checks = self._run(x[:, part].repeat_interleave(steps, 1), y[:, part].repeat_interleave(steps, 1),
-                                        slots.repeat_interleave(steps), learn=learn)
+            outputs, checks, *records = self._run(x[:, part].repeat_interleave(steps, 1),
+                                                  y[:, part].repeat_interleave(steps, 1),
+                                                  slots.repeat_interleave(steps), learn=learn,
+                                                  noise=self._circuit_noise(samples))
             memory.count += samples
             self._records.append((part.start * steps, checks))
+            self._score(x[:, part], y[:, part], records, learn=learn)
             predictions.append(self._predictions(outputs))
         return torch.cat(predictions, 1)
 
@@ -304,6 +389,135 @@ class CompiledEngine(RuleEngine):
     def after_load(self) -> None:
         self._records = []
         self._sync_updates()
+
+
+class PairEngine(CompiledEngine):
+    """Advances a run of :class:`~biohsic.rules.phsic.PlausiblePHSIC` (``phsic-stream``) through
+    compiled chunks of :func:`~biohsic.engine.pair_step.phsic_stream_step`, one update per
+    sample. The first sample of a stream (of a run, and after each :meth:`reset`) has no
+    previous sample: it runs through the eager rule and ``torch.optim`` optimiser, which update
+    the readout only (the rule leaves the hidden layers' ``.grad`` ``None`` and the optimiser
+    skips them, so their AdamW step count trails the readout's; the step takes the bias
+    corrections of both)."""
+
+    rule: PlausiblePHSIC
+    rule_type = PlausiblePHSIC
+
+    def _settings(self) -> PairSettings:
+        rule = self.rule
+        return PairSettings(kernel=rule.kind, sigma=float(rule.sigma), gamma=float(rule.config.gamma),
+                            recompute=rule.recompute, **optimizer_settings(self.optimizer))
+
+    def _sync_updates(self) -> None:
+        """Read the AdamW step counts of the hidden layers and of the readout (one each) into
+        :attr:`steps`; :attr:`updates` is the readout's."""
+        self.steps = [0, 0]
+        if type(self.optimizer) is torch.optim.AdamW:
+            for group, params in enumerate((self.params[:-2], self.params[-2:])):
+                steps = {float(self.optimizer.state[p]["step"]) for p in params if self.optimizer.state[p]}
+                if len(steps) > 1:
+                    raise ValueError("the compiled phsic-stream step needs one AdamW step count for the hidden "
+                                     "layers and one for the readout")
+                self.steps[group] = int(steps.pop()) if steps else 0
+        self.updates = self.steps[1]
+
+    def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count, 2)`` each: the hidden layers'
+        and the readout's."""
+        self._sync_updates()
+        def corrections(beta: float) -> Tensor:
+            return torch.tensor([[1 - beta**(s + t) for s in self.steps] for t in range(1, count + 1)],
+                                dtype=like.dtype, device=like.device)
+
+        return corrections(self.settings.betas[0]), corrections(self.settings.betas[1])
+
+    def state(self) -> PairState:
+        """The run's tensors, as :func:`~biohsic.engine.pair_step.phsic_stream_step` updates them."""
+        rule = self.rule
+        previous_x, previous_y, previous = rule.previous
+        state = PairState([p.detach() for p in self.params], *self._adamw_state(), previous_x, previous_y, previous,
+                          rule.mean_y, rule.mean_z)
+        mark_static_on_cuda(state)
+        return state
+
+    def _own_rule_state(self) -> None:
+        """Give the rule's previous sample and running means contiguous tensors of their own
+        (the eager rule keeps views of its input), which the step then updates in place."""
+        rule = self.rule
+
+        def own(tensor: Tensor) -> Tensor:
+            return tensor.clone(memory_format=torch.contiguous_format)
+
+        previous_x, previous_y, previous = rule.previous
+        rule.previous = (own(previous_x), own(previous_y), [HiddenCache(*map(own, cache)) for cache in previous])
+        rule.mean_y, rule.mean_z = own(rule.mean_y), [own(mean) for mean in rule.mean_z]
+
+    def _chunk(self, state: PairState, x: Tensor, y: Tensor, spans: Tensor,
+               bc1: Tensor, bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
+        """U consecutive samples, each with a previous one: inputs ``x`` ``(K, U, d_in)``, labels
+        ``y`` ``(K, U, classes)``, the running means' spans :math:`\\min(t, T)` ``(U,)`` (where
+        :meth:`_run` passes memory slots for ``biohsic``) and bias corrections ``(U, 2)``. Returns
+        the logits ``(K, U, classes)`` and the per-model sums of each sample's input, logits and
+        signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
+        outputs, checks = [], []
+        for u in range(x.shape[1]):
+            out, g = phsic_stream_step(state, self.settings, x[:, u], y[:, u], spans[u], bc1[u], bc2[u])
+            outputs.append(out)
+            checks.append(update_sums(x[:, u], out, g))
+        return torch.stack(outputs, 1), torch.stack(checks)
+
+    def _first_sample(self, x: Tensor, y: Tensor) -> Tensor:
+        """The first sample ``(K, 1, ·)`` of a stream through the eager rule and optimiser; its logits."""
+        logits = self.rule.predict_and_write_grads(x, y)
+        self.optimizer.step()
+        self._records.append((0, torch.stack([x[:, 0].sum(-1), logits[:, 0].sum(-1)])[None]))
+        return logits
+
+    def train_chunk(self, x: Tensor, y: Tensor) -> Tensor:
+        """Train on the consecutive samples ``x`` ``(K, S, d_in)`` with one-hot labels ``y``
+        ``(K, S, classes)``; return the logits each met before its update, ``(K, S, classes)``."""
+        first = int(self.rule.previous is None)
+        logits = [self._first_sample(x[:, :1], y[:, :1])] if first else []
+        pairs = x.shape[1] - first
+        if pairs:
+            self._own_rule_state()
+            spans = torch.tensor([min(self.rule.pairs + t, self.rule.horizon) for t in range(1, pairs + 1)],
+                                 dtype=x.dtype, device=x.device)
+            outputs, checks = self._run(x[:, first:], y[:, first:], spans, learn=True)
+            self.rule.pairs += pairs
+            self._records.append((first, checks))
+            logits.append(outputs)
+        return torch.cat(logits, 1)
+
+
+def compiled_engine(rule: Rule, optimizer: torch.optim.Optimizer, **options: Any) -> CompiledEngine:
+    """The compiled engine of ``rule`` (:class:`CompiledEngine` for ``biohsic``,
+    :class:`PairEngine` for ``phsic-stream``); ``options`` as :class:`CompiledEngine` takes them."""
+    engine = next((kind for kind in (CompiledEngine, PairEngine) if type(rule) is kind.rule_type), CompiledEngine)
+    return engine(rule, optimizer, **options)
+
+
+def score_record(step: StepOutput) -> list[Tensor]:
+    """What the reservoir loop's scores need of one step: each hidden layer's cache (its four
+    tensors), then the signals, then the exact signals (zeros before the window is full)."""
+    zeros = [torch.zeros_like(cache.out[:, 0]) for cache in step.caches]
+    return [*(tensor for cache in step.caches for tensor in cache), *(step.signals or zeros), *(step.exact or zeros)]
+
+
+def update_sums(x: Tensor, output: Tensor, signals: list[Tensor]) -> Tensor:
+    """The per-model sums ``(2 + L, K)`` of one update's input ``(K, d_in)``, output ``(K, classes)``
+    and each hidden layer's signal ``(K, ...)``: one number per model and quantity, not finite
+    when one of that quantity's entries is not."""
+    return torch.stack([x.sum(-1), output.sum(-1), *(signal.flatten(1).sum(-1) for signal in signals)])
+
+
+def mark_static_on_cuda(state: Any) -> None:
+    """Mark every CUDA tensor of ``state`` (nested tuples and lists) a static address: CUDA
+    graphs replay only graphs whose mutated inputs stay where they were recorded (others run
+    without CUDA graphs)."""
+    for tensor in torch.utils._pytree.tree_leaves(state):
+        if isinstance(tensor, Tensor) and tensor.device.type == "cuda":
+            torch._dynamo.mark_static_address(tensor)
 
 
 def own_code(function: Callable[..., Any]) -> Callable[..., Any]:

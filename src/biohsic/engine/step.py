@@ -10,7 +10,9 @@ leaky units), K models side by side, in the order of the rule:
    (a tensor, so one compiled graph serves every slot) and that slot's row and column of
    each kernel matrix are updated, O(N·d); ``recompute`` re-runs the remembered inputs;
 3. **modulatory signal** — :math:`g_N` of each layer from row N of
-   :math:`M = H(K_X - \gamma K_Y)H` and of :math:`K_Z` (``exact``), or the authors' signal;
+   :math:`M = H(K_X - \gamma K_Y)H` and of :math:`K_Z` (``exact``), or the authors' signal,
+   or (``reservoir``) the readout of the layer's frozen reservoir after T Euler steps on
+   (x, y, z) (SPEC §4; at every sample, the window full or not);
 4. **local updates** — :math:`J_N^\top g_N` per hidden layer, the readout's delta rule;
 5. **optimiser** — AdamW or SGD written out, the bias corrections passed in as tensors
    (computing :math:`\beta^t` inside a compiled graph costs a ``pow`` per element).
@@ -33,7 +35,24 @@ from ..functional.kernels import gaussian_kernel
 from ..functional.layers import (HiddenCache, cross_entropy_grad, dense, hidden_forward, hidden_local_grad,
                                  leaky_step, rectify_normalize)
 from ..functional.modulator import _exact_signal_from_row, _modulation_row, _signal_from_kernels
+from ..functional.reservoir import input_current, reservoir_output, reservoir_rates_step
 from ..memory import write_slot
+from ..reservoir.model import ReservoirConfig
+
+
+class CircuitState(NamedTuple):
+    """A hidden layer's frozen reservoir: its state ``u``, ``r`` ``(K, M)`` and ``o`` ``(K, n_out)``
+    (updated in place) and its fixed matrices ``w_in``, ``w_rec`` (dense), ``w_fb``, ``w_out``
+    and the input projection ``proj`` (``None`` without one)."""
+
+    u: Tensor
+    r: Tensor
+    o: Tensor
+    w_in: Tensor
+    w_rec: Tensor
+    w_fb: Tensor
+    w_out: Tensor
+    proj: Tensor | None
 
 
 class StepState(NamedTuple):
@@ -43,7 +62,8 @@ class StepState(NamedTuple):
     AdamW's moments in the same order (empty for SGD); ``values``, ``kernels``: the working
     memory's streams ``[x, y, z_1, …, z_{L-1}]``, ``(K, N, d)`` and ``(K, N, N)``;
     ``membranes`` ``[u_1, …, u_{L-1}, o]`` and ``traces`` ``[ā_1, …, ā_{L-1}, z̄_{L-1}, 1̄]``,
-    each ``(K, 1, d)``: leaky units only (empty for rate units).
+    each ``(K, 1, d)``: leaky units only (empty for rate units); ``circuits``: each hidden
+    layer's reservoir (modulator ``reservoir`` only).
     """
 
     params: list[Tensor]
@@ -53,13 +73,15 @@ class StepState(NamedTuple):
     kernels: list[Tensor]
     membranes: list[Tensor]
     traces: list[Tensor]
+    circuits: list[CircuitState] = []
 
 
 @dataclass(frozen=True)
 class StepSettings:
     """The constants of a run's step: the modulator ``kind`` (``exact``, ``paper``,
-    ``paper-jan2024``), γ and the kernel widths, the memory mode and readout update, the
-    neuron model, and the optimiser (``adamw`` or ``sgd``) with its hyper-parameters."""
+    ``paper-jan2024``, ``reservoir``), γ and the kernel widths, the memory mode and readout
+    update, the neuron model, the optimiser (``adamw`` or ``sgd``) with its hyper-parameters,
+    and for ``reservoir`` each hidden layer's :class:`~biohsic.reservoir.ReservoirConfig`."""
 
     kind: str
     gamma: float
@@ -74,6 +96,20 @@ class StepSettings:
     weight_decay: float
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    circuits: tuple[ReservoirConfig, ...] = ()
+
+
+class StepOutput(NamedTuple):
+    """What one step gives back: the readout's ``output`` ``(K, classes)``, each hidden layer's
+    ``signals`` ``(K, d_l)`` that its update used (empty before the window is full), its
+    forward ``caches``, and (modulator ``reservoir``, a full window) the ``exact`` :math:`g_N`
+    of the working memory, which the loop's scores compare the reservoir's signal with
+    (empty otherwise)."""
+
+    output: Tensor
+    signals: list[Tensor]
+    caches: list[HiddenCache]
+    exact: list[Tensor]
 
 
 def adamw_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, bias_correction1: Tensor,
@@ -143,15 +179,44 @@ def remember(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs:
 
 
 def signals(state: StepState, settings: StepSettings, slot: Tensor) -> list[Tensor]:
-    """Step 3: each hidden layer's modulatory signal :math:`g_N` ``(K, d_l)`` for the sample in ``slot``."""
+    """Step 3: each hidden layer's modulatory signal :math:`g_N` ``(K, d_l)`` for the sample in
+    ``slot``, from the working memory (``reservoir``: the exact one)."""
     kernel_x, kernel_y = state.kernels[0], state.kernels[1]
     layers = list(zip(state.values[2:], state.kernels[2:]))
-    if settings.kind == "exact":
+    if settings.kind in ("exact", "reservoir"):
         m_row = _modulation_row(kernel_x, kernel_y, slot, gamma=settings.gamma)
         return [_exact_signal_from_row(m_row, kernel.index_select(1, slot).squeeze(1), values, slot,
                                        sigma_z=settings.sigmas[2]) for values, kernel in layers]
     return [_signal_from_kernels(kernel_x, kernel_y, kernel, values, slot, gamma=settings.gamma,
                                  sigma_z=settings.sigmas[2], kind=settings.kind) for values, kernel in layers]
+
+
+def circuit_signals(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs: list[Tensor],
+                    noise: list[Tensor]) -> list[Tensor]:
+    """Step 3 with frozen reservoirs: each hidden layer's reservoir sees (x, y, z_l) ``(K, ·)``
+    for T Euler steps (:func:`~biohsic.functional.reservoir.reservoir_rates_step`); its readout
+    at the last step, cast to z's dtype, is the layer's signal ``(K, d_l)``. ``noise``: this
+    sample's draws, layer by layer, the rate noise ``(T, K, M)`` of a reservoir that has it,
+    then its output noise ``(T', K, n_out)`` (T' = T with feedback, else 1), as
+    :meth:`biohsic.reservoir.Reservoir.draw_noise` draws them."""
+    draws, out = iter(noise), []
+    for circuit, config, z in zip(state.circuits, settings.circuits, zs):
+        steps = config.steps_per_sample
+        rate_noise = next(draws) if config.rate_noise else None
+        output_noise = next(draws) if config.output_noise else None
+        w_fb = circuit.w_fb if config.feedback_scale != 0 else None
+        current = input_current(x, y, z, circuit.w_in, circuit.proj)
+        u, r, o = circuit.u, circuit.r, circuit.o
+        for step in range(steps):
+            u, r = reservoir_rates_step(u, r, o, current, circuit.w_rec, w_fb=w_fb, gain=config.gain, dt=config.dt,
+                                        tau=config.tau, nonlinearity=config.nonlinearity,
+                                        rate_noise=None if rate_noise is None else rate_noise[step])
+            if w_fb is not None or step == steps - 1:
+                o = reservoir_output(r, circuit.w_out, None if output_noise is None else output_noise[step - steps])
+        for held, new in zip((circuit.u, circuit.r, circuit.o), (u, r, o)):
+            held.copy_(new)
+        out.append(o.to(z.dtype))
+    return out
 
 
 def local_grads(state: StepState, settings: StepSettings, caches: list[HiddenCache], g: list[Tensor],
@@ -186,24 +251,29 @@ def optimise(state: StepState, settings: StepSettings, grads: list[Tensor], bias
 
 
 def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, slot: Tensor,
-                   bias_correction1: Tensor, bias_correction2: Tensor, *,
-                   learn: bool = True) -> tuple[Tensor, list[Tensor]]:
+                   bias_correction1: Tensor, bias_correction2: Tensor, *, learn: bool = True,
+                   noise: list[Tensor] | None = None) -> StepOutput:
     """Advance every tensor of ``state`` by one sample ``x`` ``(K, d_in)`` with one-hot label
     ``y`` ``(K, classes)`` (leaky units: by one time step of its presentation). ``slot``: the
     memory slot of the sample, a 1-element index tensor;
     ``bias_correction1/2``: :math:`1 - \\beta_i^t` of this update. ``learn=False``: forward and
-    memory only (the window is not full yet). Returns the output ``(K, classes)`` (logits, or
-    the leaky readout's membrane) and each hidden layer's signal (empty without ``learn``).
+    memory only (the window is not full yet; the reservoirs still run). ``noise``: the
+    reservoirs' noise of this sample (:func:`circuit_signals`). Returns the output
+    ``(K, classes)`` (logits, or the leaky readout's membrane), each hidden layer's signal
+    (empty without ``learn``), caches, and exact signal (see :class:`StepOutput`).
     """
     caches, output = forward(state, settings, x.unsqueeze(1))
     if settings.leaky:
         inputs = [cache.input for cache in caches] + [caches[-1].out, torch.ones_like(output[..., :1])]
         for trace, value in zip(state.traces, inputs):
             trace.copy_(leaky_step(trace, value, dt=settings.dt, tau=settings.tau))
-    remember(state, settings, x, y, [cache.out[:, 0] for cache in caches], slot)
+    zs = [cache.out[:, 0] for cache in caches]
+    remember(state, settings, x, y, zs, slot)
+    circuit = circuit_signals(state, settings, x, y, zs, noise or []) if settings.kind == "reservoir" else []
     if not learn:
-        return output[:, 0], []
-    g = signals(state, settings, slot)
+        return StepOutput(output[:, 0], [], caches, [])
+    exact = signals(state, settings, slot)
+    g = circuit or exact
     grads = local_grads(state, settings, caches, g, output, y)
     optimise(state, settings, grads, bias_correction1, bias_correction2)
-    return output[:, 0], g
+    return StepOutput(output[:, 0], g, caches, exact if circuit else [])

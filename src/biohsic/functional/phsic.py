@@ -157,7 +157,13 @@ def running_mean(mean: Tensor, value: Tensor, count: int, horizon: int) -> Tenso
     r"""Running mean of a stream: :math:`\bar k \leftarrow \bar k + (k_t - \bar k)/\min(t, T)`
     for the t-th value (t ≥ 1): the plain average of the first T values, then an
     exponential average with rate 1/T (T = ``horizon``)."""
-    return mean + (value - mean) / min(count, horizon)
+    return mean_update(mean, value, min(count, horizon))
+
+
+def mean_update(mean: Tensor, value: Tensor, span: int | Tensor) -> Tensor:
+    r"""One step of :func:`running_mean` with its span :math:`n = \min(t, T)` given (a number,
+    or a tensor, so that a compiled step serves every t): :math:`\bar k + (k_t - \bar k)/n`."""
+    return mean + (value - mean) / span
 
 
 def pair_factor(k_z: Tensor, k_y: Tensor, mean_z: Tensor, mean_y: Tensor, gamma: float) -> Tensor:

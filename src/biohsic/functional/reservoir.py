@@ -27,6 +27,16 @@ def rate(u: Tensor, nonlinearity: str = "tanh") -> Tensor:
     raise ValueError(f"unknown nonlinearity {nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
 
 
+def input_current(x: Tensor, y: Tensor, z: Tensor, w_in: Tensor, projection: Tensor | None = None) -> Tensor:
+    r"""The input current :math:`I = W_{in}[P x, y, z]` of one sample per model (``x``
+    ``(K, d_x)``, ``y`` ``(K, d_y)``, ``z`` ``(K, d_z)``, cast to ``w_in``'s dtype) → ``(K, M)``;
+    ``projection`` :math:`P` ``(p, d_x)``, or none (:math:`P = I`)."""
+    x, y, z = (v.to(w_in.dtype) for v in (x, y, z))
+    if projection is not None:
+        x = x @ projection.transpose(0, 1)
+    return torch.cat([x, y, z], -1) @ w_in.transpose(0, 1)
+
+
 def recurrent_drive(w_rec: Tensor, r: Tensor) -> Tensor:
     r""":math:`W_r r` for a batch of rate vectors ``r`` ``(..., M)``; ``w_rec`` may be dense
     or sparse CSR (the product is taken as :math:`(W_r r^\top)^\top`, which a sparse

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ..config import require_finite, require_memory
 from ..errors import CheckpointError, ConfigError, require
-from ..functional.reservoir import NONLINEARITIES, reservoir_output, reservoir_rates_step
+from ..functional.reservoir import NONLINEARITIES, input_current, reservoir_output, reservoir_rates_step
 from ..runs import load_torch, save_torch
 from .learners import ReadoutLearner
 
@@ -203,6 +203,14 @@ class Reservoir(nn.Module):
         self.u = self.r = self.o = None
         self._noise = None
 
+    def begin(self, n_models: int) -> None:
+        """Start the state at rest for ``n_models`` models (and the noise generator) unless it
+        holds them already; ``ValueError`` when it holds another number (:meth:`reset` first)."""
+        if self.u is None:
+            self._start(n_models)
+        elif self.u.shape[0] != n_models:
+            raise ValueError(f"the reservoir holds {self.u.shape[0]} models, got {n_models}; call reset() first")
+
     def _start(self, n_models: int) -> None:
         ref = self.w_in
         self.u = torch.zeros(n_models, self.config.units, dtype=ref.dtype, device=ref.device)
@@ -216,6 +224,26 @@ class Reservoir(nn.Module):
             return None
         return (torch.rand(like.shape, generator=self._noise, dtype=like.dtype, device=like.device) * 2 - 1) * scale
 
+    def draw_noise(self, samples: int) -> tuple[Tensor | None, Tensor | None]:
+        """The noise the next ``samples`` samples of :meth:`step_current` (frozen) would draw from
+        this reservoir's generator, drawn now in the same order: the rate noise
+        ``(samples, T, K, M)`` and the output noise ``(samples, T', K, n_out)`` (T' = T with
+        feedback, else 1: the output is computed at the last step only), each ``None``
+        without that noise. The state must have begun (:meth:`begin`)."""
+        cfg = self.config
+        outputs = cfg.steps_per_sample if cfg.feedback_scale != 0 else 1
+        rates, outs = [], []
+        for _ in range(samples):
+            for step in range(cfg.steps_per_sample):
+                rates.append(self._uniform_noise(self.u, cfg.rate_noise))
+                if step >= cfg.steps_per_sample - outputs:
+                    outs.append(self._uniform_noise(self.o, cfg.output_noise))
+
+        def stacked(draws: list[Tensor | None], steps: int) -> Tensor | None:
+            return torch.stack(draws).unflatten(0, (samples, steps)) if draws and draws[0] is not None else None
+
+        return stacked(rates, cfg.steps_per_sample), stacked(outs, outputs)
+
     # -------------------------------------------------------------- dynamics
     def input_current(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
         r"""The input current :math:`I = W_{in}[P x, y, z]` of one sample per model
@@ -224,10 +252,7 @@ class Reservoir(nn.Module):
         if x.shape[-1] != cfg.d_x or y.shape[-1] != cfg.d_y or z.shape[-1] != cfg.d_z:
             raise ValueError(f"the reservoir takes x, y, z of sizes {cfg.d_x}, {cfg.d_y}, {cfg.d_z}, "
                              f"got {x.shape[-1]}, {y.shape[-1]}, {z.shape[-1]}")
-        x, y, z = (v.to(self.w_in.dtype) for v in (x, y, z))
-        if cfg.input_projection:
-            x = x @ self.proj.transpose(0, 1)
-        return torch.cat([x, y, z], -1) @ self.w_in.transpose(0, 1)
+        return input_current(x, y, z, self.w_in, self.proj if cfg.input_projection else None)
 
     @torch.no_grad()
     def step_current(self, current: Tensor, target: Tensor | None = None,
@@ -238,11 +263,7 @@ class Reservoir(nn.Module):
         cfg = self.config
         if target is not None and learner is None:
             raise ValueError("a target was given without a learner; pass one (e.g. learner=Force())")
-        if self.u is None:
-            self._start(current.shape[0])
-        elif self.u.shape[0] != current.shape[0]:
-            raise ValueError(f"the reservoir holds {self.u.shape[0]} models, got {current.shape[0]}; "
-                             f"call reset() first")
+        self.begin(current.shape[0])
         if target is not None:
             target = target.to(self.w_out.dtype)
         learn_each = target is not None and learner.every_step

@@ -124,7 +124,9 @@ class BioHSIC(Rule):
         ``presynaptic`` and ``bias_trace`` are the hidden layers' traces."""
         net = self.network
         signals = self.modulator(self.memory, x[:, 0], y[:, 0], caches)
-        if not self.memory.full:
+        if not self.memory.full:   # no update while the window fills (after a reset too): no stale .grad
+            for param in net.parameters():
+                param.grad = None
             return
         write_hidden_grads(net, caches, [signal.unsqueeze(1) for signal in signals], presynaptic, bias_trace,
                            watch=self.watch)
