@@ -45,7 +45,7 @@ from ..reservoir.closed_loop import ReservoirModulator
 from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
 from .pair_step import PairSettings, PairState, phsic_stream_step
-from .step import CircuitState, StepOutput, StepSettings, StepState, streaming_step
+from .step import CircuitState, OptimizerSettings, StepOutput, StepSettings, StepState, streaming_step
 
 #: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
 #: save Python overhead (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8,
@@ -100,13 +100,13 @@ def compiled_support(rule: Rule, optimizer: torch.optim.Optimizer) -> str | None
     return None
 
 
-def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> OptimizerSettings:
     """The optimiser's part of a step's settings: its kind (``adamw`` or ``sgd``) and hyper-parameters."""
     group = optimizer.param_groups[0]
-    adamw = type(optimizer) is torch.optim.AdamW
-    return dict(optimizer="adamw" if adamw else "sgd", lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                betas=tuple(map(float, group["betas"])) if adamw else (0.9, 0.999),
-                eps=float(group["eps"]) if adamw else 1e-8)
+    if type(optimizer) is torch.optim.AdamW:
+        return OptimizerSettings("adamw", lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                                 betas=tuple(map(float, group["betas"])), eps=float(group["eps"]))
+    return OptimizerSettings("sgd", lr=float(group["lr"]), weight_decay=float(group["weight_decay"]))
 
 
 def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettings:
@@ -116,7 +116,7 @@ def step_settings(rule: BioHSIC, optimizer: torch.optim.Optimizer) -> StepSettin
     return StepSettings(kind="reservoir" if reservoirs else rule.modulator.kind, gamma=float(cfg.gamma),
                         sigmas=tuple(map(float, cfg.sigmas)), recompute=rule.recompute,
                         readout_window=rule.readout_window, leaky=rule.leaky, dt=float(cfg.dt), tau=float(cfg.tau),
-                        circuits=tuple(reservoir.config for reservoir in reservoirs), **optimizer_settings(optimizer))
+                        circuits=tuple(reservoir.config for reservoir in reservoirs), optimizer=optimizer_settings(optimizer))
 
 
 def rule_reservoirs(rule: Rule) -> list[Reservoir]:
@@ -251,7 +251,7 @@ class CompiledEngine(RuleEngine):
 
     def _bias_corrections(self, count: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """:math:`1 - \\beta_i^t` of the next ``count`` updates, ``(count,)`` each, as tensors."""
-        beta1, beta2 = self.settings.betas
+        beta1, beta2 = self.settings.optimizer.betas
         steps = range(self.updates + 1, self.updates + count + 1)
         return (torch.tensor([1 - beta1**t for t in steps], dtype=like.dtype, device=like.device),
                 torch.tensor([1 - beta2**t for t in steps], dtype=like.dtype, device=like.device))
@@ -406,7 +406,7 @@ class PairEngine(CompiledEngine):
     def _settings(self) -> PairSettings:
         rule = self.rule
         return PairSettings(kernel=rule.kind, sigma=float(rule.sigma), gamma=float(rule.config.gamma),
-                            recompute=rule.recompute, **optimizer_settings(self.optimizer))
+                            recompute=rule.recompute, optimizer=optimizer_settings(self.optimizer))
 
     def _sync_updates(self) -> None:
         """Read the AdamW step counts of the hidden layers and of the readout (one each) into
@@ -429,7 +429,7 @@ class PairEngine(CompiledEngine):
             return torch.tensor([[1 - beta**(s + t) for s in self.steps] for t in range(1, count + 1)],
                                 dtype=like.dtype, device=like.device)
 
-        return corrections(self.settings.betas[0]), corrections(self.settings.betas[1])
+        return corrections(self.settings.optimizer.betas[0]), corrections(self.settings.optimizer.betas[1])
 
     def state(self) -> PairState:
         """The run's tensors, as :func:`~biohsic.engine.pair_step.phsic_stream_step` updates them."""

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..functional.layers import HiddenCache, cross_entropy_grad, dense, hidden_forward, hidden_local_grad
 from ..functional.phsic import label_kernel, mean_update, pair_factor, pair_signal, z_kernel
-from .step import adamw_update, sgd_update
+from .step import OptimizerSettings, adamw_update, sgd_update
 
 
 class PairState(NamedTuple):
@@ -66,11 +66,7 @@ class PairSettings:
     sigma: float
     gamma: float
     recompute: bool
-    optimizer: str
-    lr: float
-    weight_decay: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    optimizer: OptimizerSettings
 
 
 def phsic_stream_step(state: PairState, settings: PairSettings, x: Tensor, y: Tensor, span: Tensor,
@@ -118,9 +114,9 @@ def phsic_stream_step(state: PairState, settings: PairSettings, x: Tensor, y: Te
     readout = len(state.params) - 2
     for index, (param, grad) in enumerate(zip(state.params, grads)):
         group = int(index >= readout)
-        if settings.optimizer == "adamw":
+        if settings.optimizer.name == "adamw":
             adamw_update(param, grad, state.exp_avg[index], state.exp_avg_sq[index], bias_correction1[group],
-                         bias_correction2[group], settings)
+                         bias_correction2[group], settings.optimizer)
         else:
-            sgd_update(param, grad, settings)
+            sgd_update(param, grad, settings.optimizer)
     return logits[:, 0], signals

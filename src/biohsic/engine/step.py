@@ -77,6 +77,18 @@ class StepState(NamedTuple):
 
 
 @dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimiser a compiled step writes out: ``name`` (``adamw`` or ``sgd``), the learning
+    rate, the weight decay and AdamW's β₁, β₂ and ε."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
 class StepSettings:
     """The constants of a run's step: the modulator ``kind`` (``exact``, ``paper``,
     ``paper-jan2024``, ``reservoir``), γ and the kernel widths, the memory mode and readout
@@ -91,11 +103,7 @@ class StepSettings:
     leaky: bool
     dt: float
     tau: float
-    optimizer: str
-    lr: float
-    weight_decay: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    optimizer: OptimizerSettings
     circuits: tuple[ReservoirConfig, ...] = ()
 
 
@@ -113,7 +121,7 @@ class StepOutput(NamedTuple):
 
 
 def adamw_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, bias_correction1: Tensor,
-                 bias_correction2: Tensor, settings: StepSettings) -> None:
+                 bias_correction2: Tensor, settings: OptimizerSettings) -> None:
     r"""AdamW (Loshchilov & Hutter), in place, as ``torch.optim.AdamW``:
     :math:`\theta \leftarrow \theta(1 - \eta\lambda)`, :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`,
     :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
@@ -127,7 +135,7 @@ def adamw_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tenso
     param.sub_(settings.lr * exp_avg / (bias_correction1 * denominator))
 
 
-def sgd_update(param: Tensor, grad: Tensor, settings: StepSettings) -> None:
+def sgd_update(param: Tensor, grad: Tensor, settings: OptimizerSettings) -> None:
     r"""Plain SGD with weight decay, in place, as ``torch.optim.SGD`` without momentum:
     :math:`\theta \leftarrow \theta - \eta (g + \lambda\theta)`."""
     param.sub_(settings.lr * (grad + settings.weight_decay * param))
@@ -242,12 +250,13 @@ def local_grads(state: StepState, settings: StepSettings, caches: list[HiddenCac
 def optimise(state: StepState, settings: StepSettings, grads: list[Tensor], bias_correction1: Tensor,
              bias_correction2: Tensor) -> None:
     """Step 5: the optimiser's update of every parameter."""
-    if settings.optimizer == "adamw":
+    optimizer = settings.optimizer
+    if optimizer.name == "adamw":
         for param, grad, m, v in zip(state.params, grads, state.exp_avg, state.exp_avg_sq):
-            adamw_update(param, grad, m, v, bias_correction1, bias_correction2, settings)
+            adamw_update(param, grad, m, v, bias_correction1, bias_correction2, optimizer)
     else:
         for param, grad in zip(state.params, grads):
-            sgd_update(param, grad, settings)
+            sgd_update(param, grad, optimizer)
 
 
 def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, slot: Tensor,
