@@ -4,9 +4,10 @@ samples after the warm-up of ``engine_speed.py`` (same shapes, same setup, one t
 Run:  python benchmarks/engine_profile.py [--units rate|leaky] [--samples 512]
 
 Prints, per engine, the wall time per sample without the profiler, the share of the
-profiled time spent inside compiled graphs (``Torch-Compiled Region``) and in the compiled
-call's guard checks (``TorchDynamo Cache Lookup``), what is left for Python and dispatch
-outside them, and the operations with the most self CPU time. Saves it as
+profiled time spent inside compiled graphs (``Torch-Compiled Region``), inside the kernels
+inductor generated (each recorded by ``torch._inductor.config.cpp.enable_kernel_profile``),
+and in the compiled call's guard checks (``TorchDynamo Cache Lookup``), and the operations
+with the most self CPU time. Saves it as
 benchmarks/results/engine_profile_<units>.md.
 """
 from __future__ import annotations
@@ -20,10 +21,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from engine_speed import SHAPES, run_chunks, warmed_up
 
-REGIONS = {"compiled graphs": "Torch-Compiled Region", "guard checks": "TorchDynamo Cache Lookup"}
+REGIONS = {"compiled graphs": "Torch-Compiled Region", "generated kernels": "graph_",
+           "guard checks": "TorchDynamo Cache Lookup"}
 
 
 def profile_engine(units: str, engine: str, window: int, samples: int) -> list[str]:
+    torch._inductor.config.cpp.enable_kernel_profile = True
     runner, _, x, y = warmed_up(units, 1, window, engine, 2 * samples, None)
     start = time.perf_counter()
     run_chunks(runner, x[:, :samples], y[:, :samples])
