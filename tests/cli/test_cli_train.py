@@ -139,11 +139,11 @@ def test_a_kernel_too_narrow_diverges_with_advice_about_the_kernel_not_the_learn
 
 def test_a_run_the_compiled_engine_cannot_serve_runs_eagerly_with_one_warning_line(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", *FAST, "--rule", "phsic-stream", "--engine", "compiled", "--out", str(out))
+    result = run_cli("train", *FAST, "--rule", "fa", "--engine", "compiled", "--out", str(out))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert warnings == ["biohsic: warning: --engine compiled: rule phsic-stream has no compiled step (only biohsic); "
-                        "this run uses the eager engine"]
+    assert warnings == ["biohsic: warning: --engine compiled: rule fa has no compiled step (only biohsic and "
+                        "phsic-stream); this run uses the eager engine"]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["engine"], summary["compile_seconds"], summary["config"]["engine"]) == ("EagerEngine", 0.0,
                                                                                              "compiled")
