@@ -199,14 +199,18 @@ class CompiledEngine(RuleEngine):
             rule.state, rule.traces = zeros, [weight.new_zeros(network.n_models, 1, size) for size in inputs]
         return rule.state, rule.traces
 
-    def _circuits(self) -> list[CircuitState]:
-        """Each reservoir's state (begun, each tensor its own: the step updates them in place)
-        and matrices."""
-        circuits = []
-        for reservoir, w_rec in zip(rule_reservoirs(self.rule), self.recurrent):
+    def _own_rule_state(self) -> None:
+        """Begin each reservoir's state and give it tensors of its own (a loaded checkpoint's may
+        be shared), which the step then updates in place; once per :meth:`train_chunk`, not per call."""
+        for reservoir in rule_reservoirs(self.rule):
             reservoir.begin(self.rule.network.n_models)
             reservoir.u, reservoir.r, reservoir.o = (state.clone(memory_format=torch.contiguous_format)
                                                      for state in (reservoir.u, reservoir.r, reservoir.o))
+
+    def _circuits(self) -> list[CircuitState]:
+        """Each reservoir's state (begun by :meth:`_own_rule_state`) and matrices."""
+        circuits = []
+        for reservoir, w_rec in zip(rule_reservoirs(self.rule), self.recurrent):
             projection = reservoir.proj if reservoir.config.input_projection else None
             circuits.append(CircuitState(reservoir.u, reservoir.r, reservoir.o, reservoir.w_in, w_rec, reservoir.w_fb,
                                          reservoir.w_out, projection))
@@ -224,10 +228,10 @@ class CompiledEngine(RuleEngine):
 
     def _circuit_noise(self, samples: int) -> list[Tensor]:
         """The reservoirs' noise of the next ``samples`` samples, drawn from each one's generator
-        in the eager order, ``(samples, ·)`` each (see :func:`~biohsic.engine.step.circuit_signals`)."""
+        in the eager order, ``(samples, ·)`` each (see :func:`~biohsic.engine.step.circuit_signals`);
+        after :meth:`_own_rule_state`."""
         noise = []
         for reservoir in rule_reservoirs(self.rule):
-            reservoir.begin(self.rule.network.n_models)
             noise.extend(draw for draw in reservoir.draw_noise(samples) if draw is not None)
         return noise
 
@@ -347,6 +351,7 @@ class CompiledEngine(RuleEngine):
         The samples that fill the working memory at the start of a run (no update yet, as
         in the eager rule) run uncompiled."""
         memory, steps = self.rule.memory, self.rule.substeps
+        self._own_rule_state()
         filling = min(max(memory.capacity - 1 - memory.count, 0), x.shape[1])
         predictions = []
         for part, learn in ((slice(0, filling), False), (slice(filling, x.shape[1]), True)):
