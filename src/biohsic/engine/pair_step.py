@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..functional.layers import HiddenCache, cross_entropy_grad, dense, hidden_forward, hidden_local_grad
 from ..functional.phsic import label_kernel, mean_update, pair_factor, pair_signal, z_kernel
-from .step import OptimizerSettings, adamw_update, sgd_update
+from .step import OptimizerSettings, layer_params, optimise
 
 
 class PairState(NamedTuple):
@@ -77,7 +77,7 @@ def phsic_stream_step(state: PairState, settings: PairSettings, x: Tensor, y: Te
     hidden layers' update and of the readout's. Returns the logits ``(K, classes)`` and each
     hidden layer's signal for the pair, ``(K, 2, d_l)``."""
     x, y = x.unsqueeze(1), y.unsqueeze(1)
-    *hidden, (w_out, b_out) = list(zip(state.params[0::2], state.params[1::2]))
+    *hidden, (w_out, b_out) = layer_params(state.params)
     # 1. forward, and the readout's delta rule
     caches, a = [], x
     for weight, bias in hidden:
@@ -111,12 +111,7 @@ def phsic_stream_step(state: PairState, settings: PairSettings, x: Tensor, y: Te
         for old, new in zip(stored, cache):
             old.copy_(new)
     # 5. the optimiser: the hidden layers' bias corrections first, the readout's second
-    readout = len(state.params) - 2
-    for index, (param, grad) in enumerate(zip(state.params, grads)):
-        group = int(index >= readout)
-        if settings.optimizer.name == "adamw":
-            adamw_update(param, grad, state.exp_avg[index], state.exp_avg_sq[index], bias_correction1[group],
-                         bias_correction2[group], settings.optimizer)
-        else:
-            sgd_update(param, grad, settings.optimizer)
+    groups = [int(index >= len(state.params) - 2) for index in range(len(state.params))]
+    optimise(state, settings.optimizer, grads, [bias_correction1[group] for group in groups],
+             [bias_correction2[group] for group in groups])
     return logits[:, 0], signals

@@ -26,7 +26,7 @@ optimiser) are the reference this function is tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -74,6 +74,15 @@ class StepState(NamedTuple):
     membranes: list[Tensor]
     traces: list[Tensor]
     circuits: list[CircuitState] = []
+
+
+class OptimiserState(Protocol):
+    """What the optimiser updates: the parameters and AdamW's moments, in the same order
+    (:class:`StepState` and :class:`~biohsic.engine.pair_step.PairState` both are)."""
+
+    params: list[Tensor]
+    exp_avg: list[Tensor]
+    exp_avg_sq: list[Tensor]
 
 
 @dataclass(frozen=True)
@@ -141,15 +150,15 @@ def sgd_update(param: Tensor, grad: Tensor, settings: OptimizerSettings) -> None
     param.sub_(settings.lr * (grad + settings.weight_decay * param))
 
 
-def layer_params(state: StepState) -> list[tuple[Tensor, Tensor]]:
-    """``(W, b)`` of each layer, the readout last."""
-    return list(zip(state.params[0::2], state.params[1::2]))
+def layer_params(params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """``(W, b)`` of each layer from ``[W_1, b_1, …, W_L, b_L]``, the readout last."""
+    return list(zip(params[0::2], params[1::2]))
 
 
 def forward(state: StepState, settings: StepSettings, x: Tensor) -> tuple[list[HiddenCache], Tensor]:
     """Step 1: the hidden layers' caches and the readout's output for ``x`` ``(K, 1, d_in)``;
     for leaky units one Euler step of every membrane (written into ``state.membranes``)."""
-    *hidden, (w_out, b_out) = layer_params(state)
+    *hidden, (w_out, b_out) = layer_params(state.params)
     caches, a = [], x
     for index, (weight, bias) in enumerate(hidden):
         if settings.leaky:
@@ -180,7 +189,7 @@ def remember(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs:
         write_slot(values, kernel, slot, z, sigma_z)
     if settings.recompute:
         a = state.values[0]
-        for (weight, bias), (values, kernel) in zip(layer_params(state)[:-1], streams[2:]):
+        for (weight, bias), (values, kernel) in zip(layer_params(state.params)[:-1], streams[2:]):
             a = hidden_forward(a, weight, bias).out
             values.copy_(a)
             kernel.copy_(gaussian_kernel(a, sigma=sigma_z))
@@ -247,15 +256,15 @@ def local_grads(state: StepState, settings: StepSettings, caches: list[HiddenCac
     return grads
 
 
-def optimise(state: StepState, settings: StepSettings, grads: list[Tensor], bias_correction1: Tensor,
-             bias_correction2: Tensor) -> None:
-    """Step 5: the optimiser's update of every parameter."""
-    optimizer = settings.optimizer
-    if optimizer.name == "adamw":
-        for param, grad, m, v in zip(state.params, grads, state.exp_avg, state.exp_avg_sq):
-            adamw_update(param, grad, m, v, bias_correction1, bias_correction2, optimizer)
-    else:
-        for param, grad in zip(state.params, grads):
+def optimise(state: OptimiserState, optimizer: OptimizerSettings, grads: list[Tensor],
+             bias_corrections1: list[Tensor], bias_corrections2: list[Tensor]) -> None:
+    """Step 5: the optimiser's update of every parameter of ``state.params`` (AdamW's moments in
+    ``state.exp_avg``, ``state.exp_avg_sq``) with its gradient and, for AdamW, its own bias corrections."""
+    for index, (param, grad) in enumerate(zip(state.params, grads)):
+        if optimizer.name == "adamw":
+            adamw_update(param, grad, state.exp_avg[index], state.exp_avg_sq[index], bias_corrections1[index],
+                         bias_corrections2[index], optimizer)
+        else:
             sgd_update(param, grad, optimizer)
 
 
@@ -284,5 +293,5 @@ def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tenso
     exact = signals(state, settings, slot)
     g = circuit or exact
     grads = local_grads(state, settings, caches, g, output, y)
-    optimise(state, settings, grads, bias_correction1, bias_correction2)
+    optimise(state, settings.optimizer, grads, [bias_correction1] * len(grads), [bias_correction2] * len(grads))
     return StepOutput(output[:, 0], g, caches, exact if circuit else [])
