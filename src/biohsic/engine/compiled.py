@@ -223,7 +223,7 @@ class CompiledEngine(RuleEngine):
         state = StepState([p.detach() for p in self.params], *self._adamw_state(),
                           [s.values for s in streams], [s.kernel for s in streams], *self._leaky_state(),
                           self._circuits())
-        mark_static_on_cuda(state)
+        mark_static_on_cuda(state, self.params[0].device)
         return state
 
     def _circuit_noise(self, samples: int) -> list[Tensor]:
@@ -442,7 +442,7 @@ class PairEngine(CompiledEngine):
         previous_x, previous_y, previous = rule.previous
         state = PairState([p.detach() for p in self.params], *self._adamw_state(), previous_x, previous_y, previous,
                           rule.mean_y, rule.mean_z)
-        mark_static_on_cuda(state)
+        mark_static_on_cuda(state, self.params[0].device)
         return state
 
     def _own_rule_state(self) -> None:
@@ -516,10 +516,12 @@ def update_sums(x: Tensor, output: Tensor, signals: list[Tensor]) -> Tensor:
     return torch.stack([x.sum(-1), output.sum(-1), *(signal.flatten(1).sum(-1) for signal in signals)])
 
 
-def mark_static_on_cuda(state: Any) -> None:
-    """Mark every CUDA tensor of ``state`` (nested tuples and lists) a static address: CUDA
-    graphs replay only graphs whose mutated inputs stay where they were recorded (others run
-    without CUDA graphs)."""
+def mark_static_on_cuda(state: Any, device: torch.device) -> None:
+    """On a CUDA ``device``, mark every tensor of ``state`` (nested tuples and lists) a static
+    address: CUDA graphs replay only graphs whose mutated inputs stay where they were recorded
+    (others run without CUDA graphs). On the CPU nothing (no walk over the state per call)."""
+    if device.type != "cuda":
+        return
     for tensor in torch.utils._pytree.tree_leaves(state):
         if isinstance(tensor, Tensor) and tensor.device.type == "cuda":
             torch._dynamo.mark_static_address(tensor)
