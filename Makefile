@@ -4,7 +4,7 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/biohsic/__init__.py)
 
-.PHONY: run test bench install install-test dist release-check clean
+.PHONY: run test test-all bench install install-test dist release-check clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -24,8 +24,13 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/biohsic train $(ARGS)
 
-## make test: set up .venv with the test extras and run the whole test suite (slow tests included)
+## make test: set up .venv with the test extras and run the test suite (slow tests included; the
+## rest of the exhaustive grids, marked exhaustive, only in make test-all)
 test: install-test
+	$(PY) -m pytest tests -m "not exhaustive" $(ARGS)
+
+## make test-all: the whole test suite, the exhaustive grids included
+test-all: install-test
 	$(PY) -m pytest tests $(ARGS)
 
 ## make bench: samples/s of each engine (K, N, rate and leaky units), compile time, peak memory, and the

@@ -145,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="K = 1 and N = 8 only (rate), N = 10 (leaky)")
     parser.add_argument("--samples", type=int, default=1024, help="samples timed per measurement")
-    parser.add_argument("--steps-per-call", type=int, help="samples of rate units per compiled call")
+    parser.add_argument("--steps-per-call", type=int, help="updates per compiled call (default: the engine's)")
     parser.add_argument("--authors-rounds", type=int, default=3, help="paired rounds with the authors' code (0: none)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_speed"))

@@ -6,10 +6,12 @@ against the eager engine:
 
 - float64, the chunk function captured by ``torch.compile`` (backend ``eager``: the graph
   TorchDynamo records, run op by op): ≤ 1e-10 relative after 1,000 updates;
-- float32, the chunk function uncompiled (``CompiledEngine(compile=False)``): ≤ 1e-4 (100 updates;
-  K = 3, and K = 1 for one combination per rule and units);
+- float32, the chunk function uncompiled (``CompiledEngine(compile=False)``): ≤ 1e-4 (100 updates);
 - ``slow``: compiled by inductor (generated code), 1,000 updates, in five runs that between them
   take every setting (rule, modulator or kernel, memory, readout, units, optimiser, K, dtype) at least once.
+
+``make test`` runs both grids with K = 3 for every combination and K = 1 for three of them
+(:data:`COVERING`); the other K = 1 cases are marked ``exhaustive`` and run in ``make test-all``.
 
 A cold inductor compile takes tens of seconds on 2 cores: graphs are cached on disk per test
 session (``graph_cache``), and the tiny shapes keep each graph small.
@@ -63,10 +65,18 @@ COMBINATIONS = {
     "phsic-stream cosine recompute": dict(rule="phsic-stream", phsic_kernel="cosine", memory="recompute"),
     "phsic-stream sgd": dict(rule="phsic-stream", phsic_sigma=2.0, optimizer="sgd", lr=3e-4),
 }
-CASES = [(case, seeds) for case in COMBINATIONS for seeds in (1, 3)]
-#: float32: every combination with K = 3, one per rule and units with K = 1 (K = 1 float32 runs are compiled below)
-F32_CASES = [(case, 3) for case in COMBINATIONS] + [(case, 1) for case in ("rate exact", "leaky exact",
-                                                                          "phsic-stream gaussian")]
+#: K = 1 of these combinations in ``make test``; the others' K = 1 only in ``make test-all``
+COVERING = ("rate exact", "leaky paper", "phsic-stream gaussian recompute")
+
+
+def grid(combinations) -> list:
+    """Each combination with K = 3, and with K = 1 (``exhaustive`` unless it is in :data:`COVERING`)."""
+    return [pytest.param(case, seeds, id=f"{case}-{seeds}",
+                         marks=[pytest.mark.exhaustive] if seeds == 1 and case not in COVERING else [])
+            for case in combinations for seeds in (3, 1)]
+
+
+CASES = grid(COMBINATIONS)
 # The learning rates keep 1,000 updates of these tiny networks out of the chaotic regime, where
 # rounding differences grow to order one whatever the formula (seen in float32 at AdamW lr 1e-3,
 # K = 1, and even in float64 for phsic-stream at SGD lr 3e-3).
@@ -146,7 +156,7 @@ def test_the_captured_graph_equals_the_eager_rule_in_float64(case, seeds):
     assert relative_error(got, eager_reference(config)) <= 1e-10
 
 
-@pytest.mark.parametrize("case, seeds", F32_CASES)
+@pytest.mark.parametrize("case, seeds", CASES)
 def test_the_step_equals_the_eager_rule_in_float32(case, seeds):
     config = dataclasses.replace(BASE, seeds=seeds, dtype="float32", **COMBINATIONS[case])
     got = trained(config, "step", samples_for(config, F32_UPDATES), chunk=128)[:2]
@@ -305,10 +315,8 @@ RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fractio
 @pytest.mark.parametrize("run", INDUCTOR_RUNS)
 def test_compiled_equals_the_eager_rule(run, graph_cache):
     config = dataclasses.replace(BASE, **INDUCTOR_RUNS[run])
-    # the first run compiles a chunk of two updates (one update's results feed the next inside
-    # the graph); one update per call compiles the others in about half the time
-    steps_per_call = 2 if run == next(iter(INDUCTOR_RUNS)) else 1
-    *got, engine = trained(config, "compiled", samples_for(config, UPDATES), chunk=128, steps_per_call=steps_per_call)
+    # the engine's default call: the updates of SCAN_SAMPLES samples as one loop in the graph
+    *got, engine = trained(config, "compiled", samples_for(config, UPDATES), chunk=128)
     assert engine.compile_seconds > 0 and engine.graph is not None
     assert relative_error(got, eager_reference(config)) <= (1e-10 if config.dtype == "float64" else 1e-4)
 
@@ -336,7 +344,7 @@ def test_a_resumed_compiled_run_equals_an_uninterrupted_one(tmp_path, monkeypatc
     data = load_task("xor")
     data = dataclasses.replace(data, x_train=data.x_train[:120], y_train=data.y_train[:120])
     config = dataclasses.replace(RESUMED, engine="compiled")
-    monkeypatch.setattr(compiled_module, "STEPS_PER_CALL", 1)
+    monkeypatch.setattr(compiled_module, "SCAN_SAMPLES", 2)   # the run's chunks are 7 samples
     whole = Trainer(config, run_dir=tmp_path / "whole", dataset=data, checkpoint_every=7)
     assert type(whole.engine) is CompiledEngine
     whole.run()

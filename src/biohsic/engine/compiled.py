@@ -3,7 +3,9 @@
 
 The graph advances a run by ``steps_per_call`` updates — samples of rate units, time steps
 of leaky units (a sample's T time steps are T updates with the same input, in the same
-memory slot) — optimiser included. The memory slots and the bias corrections of
+memory slot) — optimiser included: on the CPU as one loop over the updates (``scan``; by
+default those of :data:`SCAN_SAMPLES` samples, so a leaky sample's T time steps are always in
+one call), on CUDA unrolled and replayed as a CUDA graph. The memory slots and the bias corrections of
 the chunk's updates come in as tensors, so one graph serves every position of a run; the
 run's tensors are those of the eager reference — the network's parameters, the ``torch.optim``
 optimiser's moments and step count, the rule's working memory and leaky state — updated in
@@ -33,6 +35,8 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops.scan import scan
+from torch.utils import _pytree as pytree
 
 from ..functional.layers import HiddenCache, prediction_steps
 from ..modulators import KernelModulator
@@ -45,12 +49,16 @@ from ..reservoir.closed_loop import ReservoirModulator
 from ..rules.phsic import PlausiblePHSIC
 from .eager import RuleEngine
 from .pair_step import PairSettings, PairState, phsic_stream_step
-from .step import CircuitState, OptimizerSettings, StepOutput, StepSettings, StepState, streaming_step
+from .step import CircuitState, CircuitWiring, OptimizerSettings, StepOutput, StepSettings, StepState, streaming_step
 
-#: Updates (samples of rate units, time steps of leaky units) per compiled call. More per call
-#: save Python overhead (3.7× the eager step at 4 against 2.7× at 1, F-MNIST MLP, K = 1, N = 8,
-#: in one measurement on a loaded 2-core machine) but lengthen the compile about linearly (the
-#: graph is unrolled).
+#: Samples per compiled call on the CPU, whose updates (T per sample for leaky units) the graph
+#: runs as one loop (``scan``, compiled once whatever its length): more per call save the
+#: call's overhead (guards, wrapper, the state copied back), at no cost in compile time.
+SCAN_SAMPLES = 32
+
+#: Updates per compiled call on CUDA, where the graph is unrolled (a loop would wait on the
+#: host at every iteration) and replayed as a CUDA graph: more per call lengthen the compile
+#: about linearly.
 STEPS_PER_CALL = 4
 
 
@@ -128,13 +136,16 @@ def rule_reservoirs(rule: Rule) -> list[Reservoir]:
 
 class CompiledEngine(RuleEngine):
     """Advances a run of :class:`~biohsic.rules.biohsic.BioHSIC` through compiled chunks of its
-    explicit step (see the module docstring): ``steps_per_call`` updates per call (default
-    :data:`STEPS_PER_CALL`); ``compile=False`` runs the same chunk function uncompiled;
+    explicit step (see the module docstring): ``steps_per_call`` updates per call (default: the
+    updates of :data:`SCAN_SAMPLES` samples on the CPU, :data:`STEPS_PER_CALL` on CUDA);
+    ``compile=False`` runs the same step uncompiled;
     ``backend``: ``torch.compile``'s backend (``inductor``, generated code; the tests also use
     ``eager``, which captures the graph as ``inductor`` does but runs it op by op)."""
 
     #: the rule this engine's step is written for (:func:`compiled_engine` chooses by it)
     rule_type: type[Rule] = BioHSIC
+    #: whether inductor writes the graph's wrapper in C++ on the CPU (see :func:`compile_chunk`)
+    cpp_wrapper = True
 
     def __init__(self, rule: BioHSIC, optimizer: torch.optim.Optimizer, *, compile: bool = True,
                  steps_per_call: int | None = None, backend: str = "inductor"):
@@ -145,13 +156,18 @@ class CompiledEngine(RuleEngine):
             raise ValueError(f"{type(self).__name__} runs rule {self.rule_type.name}, not {rule.name}")
         self.rule, self.optimizer = rule, optimizer
         self.settings = self._settings()
-        self.compile, self.steps_per_call, self.backend = compile, steps_per_call or STEPS_PER_CALL, backend
+        self.on_cuda = rule.network.readout.weight.device.type == "cuda"
+        default = STEPS_PER_CALL if self.on_cuda else SCAN_SAMPLES * rule.substeps
+        self.compile, self.steps_per_call, self.backend = compile, steps_per_call or default, backend
         self.params = list(optimizer.param_groups[0]["params"])
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
         #: each reservoir's recurrent matrix, dense (sparse CSR in the module): the graph multiplies by it
-        self.recurrent = [reservoir.w_rec.to_dense() for reservoir in rule_reservoirs(rule)]
+        self.wiring = [CircuitWiring(reservoir.w_in, reservoir.w_rec.to_dense(), reservoir.w_fb, reservoir.w_out,
+                                     reservoir.proj if reservoir.config.input_projection else None)
+                       for reservoir in rule_reservoirs(rule)]
+        mark_static_on_cuda(self.wiring, rule.network.readout.weight.device)
         self.graph: Callable[..., Any] | None = None   # the compiled chunk function, built on first use
         #: seconds spent compiling (the first call of the graph)
         self.compile_seconds = 0.0
@@ -208,13 +224,8 @@ class CompiledEngine(RuleEngine):
                                                      for state in (reservoir.u, reservoir.r, reservoir.o))
 
     def _circuits(self) -> list[CircuitState]:
-        """Each reservoir's state (begun by :meth:`_own_rule_state`) and matrices."""
-        circuits = []
-        for reservoir, w_rec in zip(rule_reservoirs(self.rule), self.recurrent):
-            projection = reservoir.proj if reservoir.config.input_projection else None
-            circuits.append(CircuitState(reservoir.u, reservoir.r, reservoir.o, reservoir.w_in, w_rec, reservoir.w_fb,
-                                         reservoir.w_out, projection))
-        return circuits
+        """Each reservoir's state (begun by :meth:`_own_rule_state`)."""
+        return [CircuitState(reservoir.u, reservoir.r, reservoir.o) for reservoir in rule_reservoirs(self.rule)]
 
     def state(self) -> StepState:
         """The run's tensors, as :func:`~biohsic.engine.step.streaming_step` updates them (on CUDA
@@ -266,24 +277,50 @@ class CompiledEngine(RuleEngine):
             for p in self.params:
                 self.optimizer.state[p]["step"].add_(count)
 
-    # --- the chunk function ----------------------------------------------------------
-    def _chunk(self, state: StepState, x: Tensor, y: Tensor, slots: Tensor, bc1: Tensor,
-               bc2: Tensor, *noise: Tensor, learn: bool = True) -> tuple[Tensor, ...]:
-        """U consecutive updates — samples of rate units, time steps of leaky units — with inputs
-        ``x`` ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, memory slots ``slots`` ``(U,)``,
-        bias corrections ``(U,)`` and the reservoirs' noise ``(U, ·)`` each. Returns each update's
-        output ``(K, U, classes)``, the per-model sums of its input, output and signals
-        ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`) and, with reservoirs, what the loop's
-        scores need (:func:`score_record`, ``(U, ·)`` each)."""
-        outputs, checks, records = [], [], []
-        for u in range(x.shape[1]):
-            step = streaming_step(state, self.settings, x[:, u], y[:, u], slots[u:u + 1], bc1[u], bc2[u],
-                                  learn=learn, noise=[draws[u] for draws in noise])
-            outputs.append(step.output)
-            checks.append(update_sums(x[:, u], step.output, step.signals))
-            if self.settings.kind == "reservoir":
-                records.append(score_record(step))
-        return torch.stack(outputs, 1), torch.stack(checks), *(torch.stack(record) for record in zip(*records))
+    # --- the chunk functions ---------------------------------------------------------
+    def _update(self, state: StepState, x: Tensor, y: Tensor, position: Tensor, bc1: Tensor, bc2: Tensor,
+                noise: list[Tensor], learn: bool) -> tuple[Tensor, ...]:
+        """One update — a sample of rate units, a time step of leaky units — with input ``x``
+        ``(K, d_in)``, label ``y`` ``(K, classes)``, memory slot ``position`` ``()``, bias corrections
+        ``()`` and the reservoirs' noise of the sample. Returns its output ``(K, classes)``, the
+        per-model sums of its input, output and signals ``(2 + L, K)`` (for :meth:`first_nonfinite`)
+        and, with reservoirs, what the loop's scores need (:func:`score_record`)."""
+        step = streaming_step(state, self.settings, x, y, position.view(1), bc1, bc2, learn=learn, noise=noise,
+                              wiring=self.wiring)
+        record = score_record(step) if self.settings.kind == "reservoir" else []
+        return step.output, update_sums(x, step.output, step.signals), *record
+
+    def _chunk(self, state: Any, x: Tensor, y: Tensor, positions: Tensor, bc1: Tensor, bc2: Tensor,
+               *noise: Tensor, learn: bool = True) -> tuple[Tensor, ...]:
+        """U consecutive updates (:meth:`_update`), written out one after the other: inputs ``x``
+        ``(K, U, d_in)``, labels ``y`` ``(K, U, classes)``, positions (memory slots) ``(U,)``, bias
+        corrections ``(U, ·)`` and the reservoirs' noise ``(U, ·)`` each. Returns every update's
+        output ``(K, U, classes)`` and its other results stacked ``(U, ·)``."""
+        results = [self._update(state, x[:, u], y[:, u], positions[u], bc1[u], bc2[u], [draws[u] for draws in noise],
+                                learn) for u in range(x.shape[1])]
+        output, *rest = (torch.stack(result) for result in zip(*results))
+        return output.transpose(0, 1), *rest
+
+    def _scanned_chunk(self, state: Any, x: Tensor, y: Tensor, positions: Tensor, bc1: Tensor, bc2: Tensor,
+                       *noise: Tensor) -> tuple[Tensor, ...]:
+        """What :meth:`_chunk` does, as one loop (``scan``) over the U updates that a compiled
+        graph holds once, not U times. ``scan``'s body takes the state as its carry and may
+        not change it in place: it gives :meth:`_update` copies (which inductor fuses into the
+        update's own kernels) and returns them; the last is copied into the state."""
+        leaves, structure = pytree.tree_flatten(state)
+
+        def one_update(carry: list[Tensor], inputs: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+            copies = [tensor.clone() for tensor in carry]
+            x_u, y_u, position, bc1_u, bc2_u, *noise_u = inputs
+            results = self._update(pytree.tree_unflatten(copies, structure), x_u, y_u, position, bc1_u, bc2_u,
+                                   noise_u, True)
+            return copies, [result.clone() for result in results]
+
+        final, (output, *rest) = scan(one_update, leaves,
+                                      [x.transpose(0, 1), y.transpose(0, 1), positions, bc1, bc2, *noise])
+        for tensor, last in zip(leaves, final):
+            tensor.copy_(last)
+        return output.transpose(0, 1), *rest
 
     def _predictions(self, outputs: Tensor) -> Tensor:
         """What each sample's presentation predicts, ``(K, S, classes)``, from the outputs of its
@@ -300,7 +337,7 @@ class CompiledEngine(RuleEngine):
             total = total + per_sample[:, :, t]
         return total / averaged
 
-    def _run(self, x: Tensor, y: Tensor, slots: Tensor, *, learn: bool,
+    def _run(self, x: Tensor, y: Tensor, positions: Tensor, *, learn: bool,
              noise: list[Tensor] | None = None) -> tuple[Tensor, ...]:
         """The updates of :meth:`_chunk`, ``steps_per_call`` per compiled call (the compiled
         graph built on first use; its wall time counts as :attr:`compile_seconds`); the few left
@@ -317,7 +354,7 @@ class CompiledEngine(RuleEngine):
                 # fresh contiguous tensors: a view's strides and offset (which vary with K and the
                 # chunk) are part of a static graph's guards, and a new one would recompile it
                 args = (self.state(), *(t.clone(memory_format=torch.contiguous_format)
-                                        for t in (x[:, part], y[:, part], slots[part], bc1[part], bc2[part],
+                                        for t in (x[:, part], y[:, part], positions[part], bc1[part], bc2[part],
                                                   *(draws[part] for draws in noise or []))))
                 if learn and self.compile and args[1].shape[1] == self.steps_per_call:
                     parts.append(self._compiled(*args))
@@ -328,12 +365,14 @@ class CompiledEngine(RuleEngine):
         outputs, *rest = zip(*parts)
         return torch.cat(outputs, 1), *(torch.cat(pieces) for pieces in rest)
 
-    def _compiled(self, *args: Any) -> tuple[Tensor, Tensor]:
-        """:meth:`_chunk` compiled; the first call compiles it (timed as :attr:`compile_seconds`)."""
+    def _compiled(self, *args: Any) -> tuple[Tensor, ...]:
+        """:meth:`_scanned_chunk` (CUDA: :meth:`_chunk`) compiled; the first call compiles it
+        (timed as :attr:`compile_seconds`)."""
         if self.graph is not None:
             return self.graph(*args)
-        chunk = types.MethodType(own_code(type(self)._chunk), self)
-        self.graph = compile_chunk(chunk, self.rule.network.readout.weight.device, self.backend)
+        chunk = type(self)._chunk if self.on_cuda else type(self)._scanned_chunk
+        self.graph = compile_chunk(types.MethodType(own_code(chunk), self), self.rule.network.readout.weight.device,
+                                   self.backend, cpp_wrapper=self.cpp_wrapper)
         start = time.perf_counter()
         with warnings.catch_warnings():   # PyTorch's deprecation notices to itself, while it compiles
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -407,6 +446,9 @@ class PairEngine(CompiledEngine):
 
     rule: PlausiblePHSIC
     rule_type = PlausiblePHSIC
+    #: the C++ wrapper of this step's loop crashes (a segmentation fault in PyTorch 2.13's
+    #: generated code, K = 1 and 3, float32 and float64): the Python wrapper runs it
+    cpp_wrapper = False
 
     def _settings(self) -> PairSettings:
         rule = self.rule
@@ -457,19 +499,15 @@ class PairEngine(CompiledEngine):
         rule.previous = (own(previous_x), own(previous_y), [HiddenCache(*map(own, cache)) for cache in previous])
         rule.mean_y, rule.mean_z = own(rule.mean_y), [own(mean) for mean in rule.mean_z]
 
-    def _chunk(self, state: PairState, x: Tensor, y: Tensor, spans: Tensor,
-               bc1: Tensor, bc2: Tensor, learn: bool = True) -> tuple[Tensor, Tensor]:
-        """U consecutive samples, each with a previous one: inputs ``x`` ``(K, U, d_in)``, labels
-        ``y`` ``(K, U, classes)``, the running means' spans :math:`\\min(t, T)` ``(U,)`` (where
-        :meth:`_run` passes memory slots for ``biohsic``) and bias corrections ``(U, 2)``. Returns
-        the logits ``(K, U, classes)`` and the per-model sums of each sample's input, logits and
-        signals ``(U, 2 + L, K)`` (for :meth:`first_nonfinite`)."""
-        outputs, checks = [], []
-        for u in range(x.shape[1]):
-            out, g = phsic_stream_step(state, self.settings, x[:, u], y[:, u], spans[u], bc1[u], bc2[u])
-            outputs.append(out)
-            checks.append(update_sums(x[:, u], out, g))
-        return torch.stack(outputs, 1), torch.stack(checks)
+    def _update(self, state: PairState, x: Tensor, y: Tensor, position: Tensor, bc1: Tensor, bc2: Tensor,
+                noise: list[Tensor], learn: bool) -> tuple[Tensor, Tensor]:
+        """One sample with a previous one: input ``x`` ``(K, d_in)``, label ``y`` ``(K, classes)``,
+        the running means' span :math:`\\min(t, T)` ``position`` ``()`` (a memory slot for
+        ``biohsic``) and bias corrections ``(2,)`` each (no noise; always ``learn``). Returns
+        the logits ``(K, classes)`` and the per-model sums of the input, logits and signals
+        ``(2 + L, K)`` (for :meth:`first_nonfinite`)."""
+        out, g = phsic_stream_step(state, self.settings, x, y, position, bc1, bc2)
+        return out, update_sums(x, out, g)
 
     def _first_sample(self, x: Tensor, y: Tensor) -> Tensor:
         """The first sample ``(K, 1, ·)`` of a stream through the eager rule and optimiser; its logits."""
@@ -537,10 +575,16 @@ def own_code(function: Callable[..., Any]) -> Callable[..., Any]:
     return copy
 
 
-def compile_chunk(function: Callable[..., Any], device: torch.device, backend: str = "inductor") -> Callable[..., Any]:
-    """``torch.compile`` of a chunk function: one full graph, static shapes; on CUDA with CUDA
-    graphs (``mode="reduce-overhead"``, inductor only). Graphs are cached on disk in
-    :func:`cache_dir` (unless ``$TORCHINDUCTOR_CACHE_DIR`` is set already)."""
+def compile_chunk(function: Callable[..., Any], device: torch.device, backend: str = "inductor", *,
+                  cpp_wrapper: bool = True) -> Callable[..., Any]:
+    """``torch.compile`` of a chunk function: one full graph, static shapes. On CUDA with CUDA
+    graphs (``mode="reduce-overhead"``); on the CPU (``cpp_wrapper``) with inductor's C++ wrapper, so that the
+    loop of :meth:`CompiledEngine._scanned_chunk` runs in C++ (the Python wrapper costs a
+    call per kernel per update: 1,080 against 354 leaky samples/s, K = 1, one measurement).
+    Graphs are cached on disk in :func:`cache_dir` (unless ``$TORCHINDUCTOR_CACHE_DIR`` is set already)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))
-    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
-    return torch.compile(function, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    if backend != "inductor":
+        return torch.compile(function, fullgraph=True, dynamic=False, backend=backend)
+    if device.type == "cuda":
+        return torch.compile(function, fullgraph=True, dynamic=False, mode="reduce-overhead")
+    return torch.compile(function, fullgraph=True, dynamic=False, options={"cpp_wrapper": cpp_wrapper})

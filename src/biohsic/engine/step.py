@@ -41,13 +41,18 @@ from ..reservoir.model import ReservoirConfig
 
 
 class CircuitState(NamedTuple):
-    """A hidden layer's frozen reservoir: its state ``u``, ``r`` ``(K, M)`` and ``o`` ``(K, n_out)``
-    (updated in place) and its fixed matrices ``w_in``, ``w_rec`` (dense), ``w_fb``, ``w_out``
-    and the input projection ``proj`` (``None`` without one)."""
+    """A hidden layer's frozen reservoir's state: ``u``, ``r`` ``(K, M)`` and ``o`` ``(K, n_out)``,
+    updated in place."""
 
     u: Tensor
     r: Tensor
     o: Tensor
+
+
+class CircuitWiring(NamedTuple):
+    """A hidden layer's frozen reservoir's fixed matrices: ``w_in``, ``w_rec`` (dense), ``w_fb``,
+    ``w_out`` and the input projection ``proj`` (``None`` without one)."""
+
     w_in: Tensor
     w_rec: Tensor
     w_fb: Tensor
@@ -63,7 +68,8 @@ class StepState(NamedTuple):
     memory's streams ``[x, y, z_1, …, z_{L-1}]``, ``(K, N, d)`` and ``(K, N, N)``;
     ``membranes`` ``[u_1, …, u_{L-1}, o]`` and ``traces`` ``[ā_1, …, ā_{L-1}, z̄_{L-1}, 1̄]``,
     each ``(K, 1, d)``: leaky units only (empty for rate units); ``circuits``: each hidden
-    layer's reservoir (modulator ``reservoir`` only).
+    layer's reservoir state (modulator ``reservoir`` only; its fixed matrices, a
+    :class:`CircuitWiring`, are passed to :func:`streaming_step` beside the state).
     """
 
     params: list[Tensor]
@@ -208,29 +214,29 @@ def signals(state: StepState, settings: StepSettings, slot: Tensor) -> list[Tens
                                  sigma_z=settings.sigmas[2], kind=settings.kind) for values, kernel in layers]
 
 
-def circuit_signals(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, zs: list[Tensor],
-                    noise: list[Tensor]) -> list[Tensor]:
+def circuit_signals(state: StepState, settings: StepSettings, wiring: list[CircuitWiring], x: Tensor, y: Tensor,
+                    zs: list[Tensor], noise: list[Tensor]) -> list[Tensor]:
     """Step 3 with frozen reservoirs: each hidden layer's reservoir sees (x, y, z_l) ``(K, ·)``
-    for T Euler steps (:func:`~biohsic.functional.reservoir.reservoir_rates_step`); its readout
+    through its ``wiring`` for T Euler steps (:func:`~biohsic.functional.reservoir.reservoir_rates_step`); its readout
     at the last step, cast to z's dtype, is the layer's signal ``(K, d_l)``. ``noise``: this
     sample's draws, layer by layer, the rate noise ``(T, K, M)`` of a reservoir that has it,
     then its output noise ``(T', K, n_out)`` (T' = T with feedback, else 1), as
     :meth:`biohsic.reservoir.Reservoir.draw_noise` draws them."""
     draws, out = iter(noise), []
-    for circuit, config, z in zip(state.circuits, settings.circuits, zs):
+    for circuit, wires, config, z in zip(state.circuits, wiring, settings.circuits, zs):
         steps = config.steps_per_sample
         rate_noise = next(draws) if config.rate_noise else None
         output_noise = next(draws) if config.output_noise else None
-        w_fb = circuit.w_fb if config.feedback_scale != 0 else None
-        current = input_current(x, y, z, circuit.w_in, circuit.proj)
+        w_fb = wires.w_fb if config.feedback_scale != 0 else None
+        current = input_current(x, y, z, wires.w_in, wires.proj)
         u, r, o = circuit.u, circuit.r, circuit.o
         for step in range(steps):
-            u, r = reservoir_rates_step(u, r, o, current, circuit.w_rec, w_fb=w_fb, gain=config.gain, dt=config.dt,
+            u, r = reservoir_rates_step(u, r, o, current, wires.w_rec, w_fb=w_fb, gain=config.gain, dt=config.dt,
                                         tau=config.tau, nonlinearity=config.nonlinearity,
                                         rate_noise=None if rate_noise is None else rate_noise[step])
             if w_fb is not None or step == steps - 1:
-                o = reservoir_output(r, circuit.w_out, None if output_noise is None else output_noise[step - steps])
-        for held, new in zip((circuit.u, circuit.r, circuit.o), (u, r, o)):
+                o = reservoir_output(r, wires.w_out, None if output_noise is None else output_noise[step - steps])
+        for held, new in zip(circuit, (u, r, o)):
             held.copy_(new)
         out.append(o.to(z.dtype))
     return out
@@ -270,13 +276,13 @@ def optimise(state: OptimiserState, optimizer: OptimizerSettings, grads: list[Te
 
 def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tensor, slot: Tensor,
                    bias_correction1: Tensor, bias_correction2: Tensor, *, learn: bool = True,
-                   noise: list[Tensor] | None = None) -> StepOutput:
+                   noise: list[Tensor] | None = None, wiring: list[CircuitWiring] | None = None) -> StepOutput:
     """Advance every tensor of ``state`` by one sample ``x`` ``(K, d_in)`` with one-hot label
     ``y`` ``(K, classes)`` (leaky units: by one time step of its presentation). ``slot``: the
     memory slot of the sample, a 1-element index tensor;
     ``bias_correction1/2``: :math:`1 - \\beta_i^t` of this update. ``learn=False``: forward and
     memory only (the window is not full yet; the reservoirs still run). ``noise``: the
-    reservoirs' noise of this sample (:func:`circuit_signals`). Returns the output
+    reservoirs' noise of this sample and ``wiring``: their fixed matrices (:func:`circuit_signals`). Returns the output
     ``(K, classes)`` (logits, or the leaky readout's membrane), each hidden layer's signal
     (empty without ``learn``), caches, and exact signal (see :class:`StepOutput`).
     """
@@ -287,7 +293,7 @@ def streaming_step(state: StepState, settings: StepSettings, x: Tensor, y: Tenso
             trace.copy_(leaky_step(trace, value, dt=settings.dt, tau=settings.tau))
     zs = [cache.out[:, 0] for cache in caches]
     remember(state, settings, x, y, zs, slot)
-    circuit = circuit_signals(state, settings, x, y, zs, noise or []) if settings.kind == "reservoir" else []
+    circuit = circuit_signals(state, settings, wiring or [], x, y, zs, noise or []) if settings.kind == "reservoir" else []
     if not learn:
         return StepOutput(output[:, 0], [], caches, [])
     exact = signals(state, settings, slot)
