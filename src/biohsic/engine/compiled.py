@@ -163,7 +163,7 @@ class CompiledEngine(RuleEngine):
         if [id(p) for p in self.params] != [id(p) for p in rule.network.parameters()]:
             raise ValueError("the compiled step trains every parameter of the network, in its order")
         self.names = [name for name, _ in rule.network.named_parameters()]
-        #: each reservoir's recurrent matrix, dense (sparse CSR in the module): the graph multiplies by it
+        #: each reservoir's fixed matrices, the recurrent one dense (sparse CSR in the module): the graph multiplies by it
         self.wiring = [CircuitWiring(reservoir.w_in, reservoir.w_rec.to_dense(), reservoir.w_fb, reservoir.w_out,
                                      reservoir.proj if reservoir.config.input_projection else None)
                        for reservoir in rule_reservoirs(rule)]
