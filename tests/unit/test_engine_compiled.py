@@ -10,8 +10,9 @@ against the eager engine:
 - ``slow``: compiled by inductor (generated code), 1,000 updates, in five runs that between them
   take every setting (rule, modulator or kernel, memory, readout, units, optimiser, K, dtype) at least once.
 
-``make test`` runs both grids with K = 3 for every combination and K = 1 for three of them
-(:data:`COVERING`); the other K = 1 cases are marked ``exhaustive`` and run in ``make test-all``.
+``make test`` runs both grids with K = 3 for every combination, and three of the inductor runs
+(rate and phsic-stream with K = 3, leaky units with K = 1, float32 and float64); the grids' K = 1
+cases and the other two inductor runs are marked ``exhaustive`` and run in ``make test-all``.
 
 A cold inductor compile takes tens of seconds on 2 cores: graphs are cached on disk per test
 session (``graph_cache``), and the tiny shapes keep each graph small.
@@ -65,14 +66,10 @@ COMBINATIONS = {
     "phsic-stream cosine recompute": dict(rule="phsic-stream", phsic_kernel="cosine", memory="recompute"),
     "phsic-stream sgd": dict(rule="phsic-stream", phsic_sigma=2.0, optimizer="sgd", lr=3e-4),
 }
-#: K = 1 of these combinations in ``make test``; the others' K = 1 only in ``make test-all``
-COVERING = ("rate exact", "leaky paper", "phsic-stream gaussian recompute")
-
-
 def grid(combinations) -> list:
-    """Each combination with K = 3, and with K = 1 (``exhaustive`` unless it is in :data:`COVERING`)."""
-    return [pytest.param(case, seeds, id=f"{case}-{seeds}",
-                         marks=[pytest.mark.exhaustive] if seeds == 1 and case not in COVERING else [])
+    """Each combination with K = 3, and with K = 1 (``exhaustive``; ``make test`` has K = 1 in
+    the leaky inductor run below)."""
+    return [pytest.param(case, seeds, id=f"{case}-{seeds}", marks=[pytest.mark.exhaustive] if seeds == 1 else [])
             for case in combinations for seeds in (3, 1)]
 
 
@@ -305,6 +302,9 @@ def test_the_engine_may_change_when_a_run_is_resumed(tmp_path):
 
 # --- compiled (slow: each test compiles its graphs once; they are cached on disk) -------------
 
+#: Inductor runs only in ``make test-all`` (their settings' other values are in the other runs).
+EXHAUSTIVE_RUNS = ("rate paper-jan2024 recompute newest sgd K=1 float32", "phsic-stream cosine stored sgd K=1 float64")
+
 #: The inductor run compiled with the C++ wrapper the engine uses on the CPU.
 CPP_WRAPPER_RUN = "leaky paper recompute newest adamw K=1 float64"
 
@@ -314,7 +314,8 @@ RESUMED = TrainConfig(task="xor", epochs=2, hidden=(6, 4), window=4, val_fractio
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", INDUCTOR_RUNS)
+@pytest.mark.parametrize("run", [pytest.param(run, marks=[pytest.mark.exhaustive] if run in EXHAUSTIVE_RUNS else [])
+                                 for run in INDUCTOR_RUNS])
 def test_compiled_equals_the_eager_rule(run, graph_cache, monkeypatch):
     config = dataclasses.replace(BASE, **INDUCTOR_RUNS[run])
     # the graph's wrapper in C++ (as in production) for the leaky run, whose loop gains most from
